@@ -1,0 +1,67 @@
+"""`weakseg eval seeds|labels`: quality of attribution maps and of label PNGs against ground truth.
+
+Every evaluation prints its JSON on the last line of stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from cli.common import add_parser
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `eval` with `seeds` and `labels`."""
+    ev = add_parser(sub, "eval", "evaluate maps or labels against ground-truth masks")
+    esub = ev.add_subparsers(dest="target", metavar="TARGET")
+    esub.required = True
+
+    p = add_parser(esub, "seeds", "seed mIoU over a background-threshold sweep, precision/recall/F1, optional CRF, Markdown report")
+    p.add_argument("--data", type=Path, required=True, help="VOC2012-layout dataset folder with SegmentationClass masks")
+    p.add_argument("--split", default="train", help="split name or list file (images without maps are skipped)")
+    p.add_argument("--maps", type=Path, required=True, help="pseudo-label output folder (or its maps/ folder)")
+    p.add_argument("--crf", action="store_true", help="also evaluate CRF-refined seeds (thresholds within --crf-window of the best)")
+    p.add_argument("--crf-window", type=float, default=0.1, help="CRF sweep half-width around the best plain threshold")
+    p.add_argument("--report", type=Path, default=None, help="Markdown report path (default: <maps>/seed_report.md)")
+    p.add_argument("--examples", type=int, default=6, help="images shown in the report's overlay figure")
+    p.set_defaults(func=run_seeds)
+
+    p = add_parser(esub, "labels", "score pseudo-label PNGs: mIoU over labelled pixels and the fraction left 255")
+    p.add_argument("--data", type=Path, required=True, help="VOC2012-layout dataset folder")
+    p.add_argument("--split", default="train", help="split name or list file (images without labels are skipped)")
+    p.add_argument("--labels", type=Path, required=True, help="pseudo-label output folder (or its labels/ folder)")
+    p.set_defaults(func=run_labels)
+
+
+def run_seeds(args: argparse.Namespace) -> int:
+    """Evaluate seeds, write the report, print the JSON."""
+    from weakseg.data.voc import VOCDataset
+    from weakseg.refine.crf import CRFConfig
+    from weakseg.report.seed_eval import evaluate_seed_folder, write_seed_report
+
+    dataset = VOCDataset(args.data, args.split)
+    crf = CRFConfig() if args.crf else None
+    evaluation = evaluate_seed_folder(dataset, args.maps, crf, args.crf_window)
+    report = args.report or Path(args.maps) / "seed_report.md"
+    write_seed_report(report, dataset, args.maps, evaluation, f"Seed evaluation: {args.maps}", args.examples, crf)
+    print(f"report: {report}")
+    print(json.dumps(evaluation.to_json()))
+    return 0
+
+
+def run_labels(args: argparse.Namespace) -> int:
+    """Score label PNGs and print the JSON."""
+    from weakseg.data.voc import VOCDataset
+    from weakseg.errors import DataError
+    from weakseg.metrics.seeds import evaluate_labels
+
+    dataset = VOCDataset(args.data, args.split)
+    folder = args.labels / "labels" if (args.labels / "labels").is_dir() else args.labels
+    ids = [i for i in dataset.ids if (folder / f"{i}.png").exists()]
+    if not ids:
+        raise DataError(f"{folder}: no label PNGs for any image of split {args.split!r}")
+    pairs = ((dataset.mask(i), folder / f"{i}.png") for i in ids)
+    print(json.dumps(evaluate_labels(pairs, dataset.classes).to_json()))
+    return 0

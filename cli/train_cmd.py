@@ -1,0 +1,65 @@
+"""`weakseg train classifier ...`: trainers of the training tier."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from cli.common import add_device, add_parser, add_threads
+from weakseg.device import resolve_device, set_threads
+from weakseg.engine import TrainConfig
+
+
+def add_train_options(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float) -> None:
+    """Options every trainer shares."""
+    p.add_argument("--data", type=Path, required=True, help="VOC2012-layout dataset folder (the VOC2012 folder itself)")
+    p.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, resume state, run.json); re-running resumes")
+    p.add_argument("--epochs", type=int, default=epochs, help="training epochs")
+    p.add_argument("--batch-size", type=int, default=batch_size, help="images per step")
+    p.add_argument("--lr", type=float, default=lr, help="peak learning rate (poly decay)")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="weight decay")
+    p.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"], help="optimiser")
+    p.add_argument("--seed", type=int, default=0, help="seed for initialisation, data order and augmentation")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_device(p)
+    add_threads(p)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `train` and its trainers."""
+    train = add_parser(sub, "train", "train a model (classifier; more trainers come with later tiers)")
+    tsub = train.add_subparsers(dest="trainer", metavar="TRAINER")
+    tsub.required = True
+    p = add_parser(tsub, "classifier", "train a CAM-ready ResNet classifier on image-level labels (multi-label BCE)")
+    add_train_options(p, epochs=12, batch_size=16, lr=1e-3)
+    p.add_argument("--split", default="train", help="training split (ImageSets/Segmentation/<split>.txt or a path)")
+    p.add_argument("--val-split", default="val", help="split for image-level validation each epoch ('' to skip); uses no pixel labels")
+    p.add_argument("--labels", default="auto", help="image-level labels: xml, auto (cls_labels.npy at the root if present, else xml) or a cls_labels.npy path")
+    p.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet50", "resnet101"], help="ResNet backbone")
+    p.add_argument("--output-stride", type=int, default=8, choices=[8, 16, 32], help="backbone output stride (CAM resolution)")
+    p.add_argument("--crop", type=int, default=128, help="square training crop (after random scaling)")
+    p.add_argument("--scale-range", type=float, nargs=2, default=[0.75, 1.25], metavar=("MIN", "MAX"), help="random rescale range")
+    p.add_argument("--pretrained", default=None, help="backbone init: a torchvision ResNet state-dict path, 'imagenet' (downloads), or none; "
+                                                     "pretrained weights freeze the stem and BatchNorm as IRN does")
+    p.add_argument("--head-lr-mult", type=float, default=1.0, help="learning-rate multiplier of the classification head (IRN: 10 with pretrained weights)")
+    p.set_defaults(func=run_classifier)
+
+
+def run_classifier(args: argparse.Namespace) -> int:
+    """Train a CAM classifier and print its final record as JSON."""
+    from training.classifier import ClassifierJob, train_classifier
+
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    job = ClassifierJob(data=args.data, out=args.out, split=args.split, val_split=args.val_split or None,
+                        labels=args.labels, arch=args.arch, output_stride=args.output_stride, crop=args.crop,
+                        scale_range=tuple(args.scale_range), pretrained=args.pretrained,
+                        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                          weight_decay=args.weight_decay, optimizer=args.optimizer, seed=args.seed,
+                                          head_lr_mult=args.head_lr_mult))
+    result = train_classifier(job, device, progress=not args.quiet)
+    last = result.history[-1] if result.history else {}
+    print(json.dumps({"out": str(args.out), "epochs": len(result.history), "resumed_from_epoch": result.resumed_from_epoch,
+                      "total_seconds": round(result.seconds, 1), **{k: v for k, v in last.items() if k not in ("epoch", "seconds")}}))
+    return 0
