@@ -34,6 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", type=Path, required=True, help="pseudo-label output folder (or its labels/ folder)")
     p.set_defaults(func=run_labels)
 
+    from cli.segmenter_cmd import register_eval  # the segmenter's train/eval parsers live in cli/segmenter_cmd.py
+
+    register_eval(esub)
+
 
 def run_seeds(args: argparse.Namespace) -> int:
     """Evaluate seeds, write the report, print the JSON."""

@@ -17,6 +17,8 @@ SUBCOMMAND_MODULES = (
     "cli.pseudo_cmd",
     "cli.eval_cmd",
     "cli.demo_cmd",
+    "cli.export_cmd",
+    "cli.predict_cmd",
 )
 
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from cli.common import add_device, add_parser, add_threads
+from cli.common import add_device, add_parser
 from cli.method_args import add_method_options, method_from_args, multiscale_from_args
 from weakseg.device import resolve_device, set_threads
 from weakseg.errors import WeaksegError
@@ -29,36 +29,76 @@ def label_config_from_args(args: argparse.Namespace):
     return LabelConfig(fg_thresh=args.fg_thresh, bg_thresh=args.bg_thresh, crf=CRFConfig() if args.crf else None)
 
 
+def add_execution_options(p: argparse.ArgumentParser) -> None:
+    """--workers/--threads-per-worker/--gpus-per-worker/--address: how the job runs (never part of the manifest)."""
+    g = p.add_argument_group("execution (Ray)")
+    g.add_argument("--workers", type=int, default=None,
+                   help="Ray workers, each holding the model (default: one per GPU, else CPUs // threads-per-worker); "
+                        "0 runs in this process without Ray")
+    g.add_argument("--threads-per-worker", "--threads", dest="threads_per_worker", type=int, default=None,
+                   help="torch CPU threads per worker, also its Ray CPU request (default 1 on Ray; torch's choice with --workers 0)")
+    g.add_argument("--gpus-per-worker", type=float, default=None,
+                   help="GPUs per worker, fractions share a GPU (default: 1 with --device cuda, or auto when GPUs exist; else 0)")
+    g.add_argument("--address", default=None,
+                   help="Ray cluster to run on (ray://host:10001, host:6379 or auto); default RAY_ADDRESS, else a local "
+                        "Ray started in-process ('local' forces that)")
+    g.add_argument("--object-store-mb", type=int, default=512, help="object store size of a local Ray instance")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `pseudo`."""
-    p = add_parser(sub, "pseudo", "generate attribution maps (maps/<id>.npz) and pseudo labels (labels/<id>.png) for a split")
-    p.add_argument("--model", type=Path, required=True, help="classifier run folder or .safetensors file")
-    p.add_argument("--data", type=Path, required=True, help="VOC2012-layout dataset folder")
+    p = add_parser(sub, "pseudo", "generate attribution maps (maps/<id>.npz) and pseudo labels (labels/<id>.png) for a split",
+                   description="Generate attribution maps and pseudo labels for a split, on a local Ray started "
+                               "in-process (default), an existing Ray cluster (--address / RAY_ADDRESS) or in this "
+                               "process (--workers 0). Re-running skips finished images; prints a JSON summary; exit "
+                               "status 1 if any image failed (see <out>/failures.jsonl).")
+    p.add_argument("--model", required=True, help="classifier run folder or .safetensors file (on a cluster: a shared path)")
+    p.add_argument("--data", required=True, help="VOC2012-layout dataset folder (on a cluster: a shared path)")
     p.add_argument("--split", default="train", help="split name or list file")
-    p.add_argument("--out", type=Path, required=True, help="output folder; re-running skips finished images, a different configuration is refused")
+    p.add_argument("--out", required=True,
+                   help="output folder or object-store URI (s3://bucket/prefix, gs://...); re-running skips finished "
+                        "images, a different configuration is refused")
     p.add_argument("--labels", default="auto", help="image-level label source: xml, auto or a cls_labels.npy path")
     p.add_argument("--limit", type=int, default=None, help="only the first N images of the split")
-    p.add_argument("--retries", type=int, default=1, help="extra attempts for an image that fails before recording it in failures.jsonl")
+    p.add_argument("--retries", type=int, default=2,
+                   help="extra attempts for an image that fails or whose worker dies, before it is recorded in failures.jsonl")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_method_options(p)
     add_label_options(p)
     add_device(p)
-    add_threads(p)
+    add_execution_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the pseudo-label job and print its summary JSON; exit 1 if any image failed."""
     from batch.pseudo_job import PseudoJob, run_local
+    from batch.store import is_object_store_uri
 
-    set_threads(args.threads)
+    if args.retries < 0:
+        raise WeaksegError(f"--retries must be >= 0, got {args.retries}")
+    for flag, value in (("--data", args.data), ("--model", args.model)):
+        if is_object_store_uri(value):
+            raise WeaksegError(f"{flag} {value}: must be a filesystem path (on a cluster a shared mount, e.g. the bucket "
+                               "through s3fs/gcsfuse); only --out may be an object-store URI")
     try:
         method = method_from_args(args)
     except ValueError as e:
         raise WeaksegError(str(e)) from e
-    job = PseudoJob(method=method, model=args.model, data=args.data, split=args.split, out=args.out,
+    job = PseudoJob(method=method, model=Path(args.model), data=Path(args.data), split=args.split, out=args.out,
                     multiscale=multiscale_from_args(args), labels=label_config_from_args(args),
                     label_source=args.labels, retries=args.retries, limit=args.limit)
-    summary = run_local(job, resolve_device(args.device), progress=not args.quiet)
+    if args.workers == 0:
+        if args.address or args.gpus_per_worker:
+            raise WeaksegError("--workers 0 runs in this process: --address and --gpus-per-worker do not apply")
+        set_threads(args.threads_per_worker)
+        summary = run_local(job, resolve_device(args.device), progress=not args.quiet)
+    else:
+        from batch.cluster import RayOptions
+        from batch.ray_job import run_ray
+
+        options = RayOptions(workers=args.workers, threads_per_worker=args.threads_per_worker or 1,
+                             gpus_per_worker=args.gpus_per_worker, address=args.address, object_store_mb=args.object_store_mb)
+        summary = run_ray(job, options, device=args.device, progress=not args.quiet)
     print(json.dumps(summary))
     return 1 if summary["failed"] else 0

@@ -38,12 +38,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", default="auto", help="image-level labels: xml, auto (cls_labels.npy at the root if present, else xml) or a cls_labels.npy path")
     p.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet50", "resnet101"], help="ResNet backbone")
     p.add_argument("--output-stride", type=int, default=8, choices=[8, 16, 32], help="backbone output stride (CAM resolution)")
+    p.add_argument("--head", default="cam", choices=["cam", "fickle"],
+                   help="classification layer: cam (bias-free 1x1, CAM-ready) or fickle (FickleNet's k x k layer trained "
+                        "with stochastic hidden-unit selection; needed by --method fickle)")
+    p.add_argument("--fickle-kernel", type=int, default=3, help="FickleNet head: kernel size k (odd)")
+    p.add_argument("--fickle-drop", type=float, default=0.9, help="FickleNet head: dropout rate of the hidden-unit selection")
     p.add_argument("--crop", type=int, default=128, help="square training crop (after random scaling)")
     p.add_argument("--scale-range", type=float, nargs=2, default=[0.75, 1.25], metavar=("MIN", "MAX"), help="random rescale range")
     p.add_argument("--pretrained", default=None, help="backbone init: a torchvision ResNet state-dict path, 'imagenet' (downloads), or none; "
                                                      "pretrained weights freeze the stem and BatchNorm as IRN does")
     p.add_argument("--head-lr-mult", type=float, default=1.0, help="learning-rate multiplier of the classification head (IRN: 10 with pretrained weights)")
     p.set_defaults(func=run_classifier)
+
+    from cli.segmenter_cmd import register_trainer  # the segmenter's train/eval parsers live in cli/segmenter_cmd.py
+
+    register_trainer(tsub)
 
 
 def run_classifier(args: argparse.Namespace) -> int:
@@ -53,7 +62,8 @@ def run_classifier(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     device = resolve_device(args.device)
     job = ClassifierJob(data=args.data, out=args.out, split=args.split, val_split=args.val_split or None,
-                        labels=args.labels, arch=args.arch, output_stride=args.output_stride, crop=args.crop,
+                        labels=args.labels, arch=args.arch, output_stride=args.output_stride, head=args.head,
+                        fickle_kernel=args.fickle_kernel, fickle_drop=args.fickle_drop, crop=args.crop,
                         scale_range=tuple(args.scale_range), pretrained=args.pretrained,
                         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                           weight_decay=args.weight_decay, optimizer=args.optimizer, seed=args.seed,

@@ -31,7 +31,9 @@ class ClassifierJob:
     labels: str = "auto"
     arch: str = "resnet18"
     output_stride: int = 8
-    head: str = "cam"
+    head: str = "cam"  # cam | fickle (FickleNet's k x k head, trained with its stochastic selection)
+    fickle_kernel: int = 3
+    fickle_drop: float = 0.9
     crop: int = 128
     scale_range: tuple[float, float] = (0.75, 1.25)
     pretrained: str | None = None
@@ -77,8 +79,11 @@ def train_classifier(job: ClassifierJob, device: torch.device, progress: bool = 
     val_set = VOCDataset(job.data, job.val_split, labels=job.labels) if job.val_split else None
     classes = train_set.classes
     seed_everything(job.train.seed)  # initial weights depend on the seed only
-    model = CAMClassifier(ClassifierConfig(num_classes=len(classes), arch=job.arch,
-                                           output_stride=job.output_stride, head=job.head))
+    try:
+        model = CAMClassifier(ClassifierConfig(num_classes=len(classes), arch=job.arch, output_stride=job.output_stride,
+                                               head=job.head, fickle_kernel=job.fickle_kernel, fickle_drop=job.fickle_drop))
+    except ValueError as e:
+        raise WeaksegError(f"bad classifier configuration: {e}") from e
     if job.pretrained:
         load_pretrained_backbone(model, job.pretrained)
         model.freeze_for_pretrained()
@@ -105,6 +110,8 @@ def train_classifier(job: ClassifierJob, device: torch.device, progress: bool = 
     run_info = {"kind": "classifier", "data": str(Path(job.data).resolve()), "split": job.split, "arch": job.arch,
                 "output_stride": job.output_stride, "head": job.head, "crop": job.crop,
                 "scale_range": list(job.scale_range), "pretrained": job.pretrained, "classes": classes}
+    if job.head == "fickle":
+        run_info.update(fickle_kernel=job.fickle_kernel, fickle_drop=job.fickle_drop)
     head = list(model.classifier.parameters())
     return fit(model, loader, loss_fn, job.train, job.out, save, device=device, head_params=head,
                run_info=run_info, progress=progress, on_epoch_end=on_epoch_end)

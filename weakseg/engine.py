@@ -122,6 +122,7 @@ def fit(model: nn.Module, loader: Iterable, loss_fn: LossFn, cfg: TrainConfig, o
             loader.set_epoch(epoch)  # type: ignore[attr-defined]
         sums: dict[str, float] = {}
         seen = 0
+        epoch_t0 = time.time()
         bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
                    disable=not progress, leave=False, dynamic_ncols=True)
         for i, batch in enumerate(bar):
@@ -139,9 +140,9 @@ def fit(model: nn.Module, loader: Iterable, loss_fn: LossFn, cfg: TrainConfig, o
             seen += n
             for k, v in {"loss": loss.item(), **metrics}.items():
                 sums[k] = sums.get(k, 0.0) + v * n
-            bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", rate=f"{seen / max(1e-9, bar.format_dict['elapsed']):.1f} img/s")
+            bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", rate=f"{seen / max(1e-9, time.time() - epoch_t0):.1f} img/s")
         record = {"epoch": epoch + 1, **{k: v / max(1, seen) for k, v in sums.items()},
-                  "lr": optim.param_groups[0]["lr"], "seconds": bar.format_dict["elapsed"]}
+                  "lr": optim.param_groups[0]["lr"], "seconds": round(time.time() - epoch_t0, 2)}
         if on_epoch_end is not None:
             model.eval()
             record.update(on_epoch_end(model, epoch + 1))

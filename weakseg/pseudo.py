@@ -9,6 +9,7 @@ map exceeds the foreground threshold, background where every map is below the ba
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -55,8 +56,11 @@ def pseudo_label(method: AttributionMethod, model: nn.Module, image: np.ndarray,
 
 def build_manifest(method: AttributionMethod, multiscale: MultiScale, label_cfg: LabelConfig,
                    model_sha256: str, classes: list[str], split: str, data: str) -> dict[str, Any]:
-    """The configuration a pseudo-label folder is pinned to (no execution settings such as worker counts)."""
-    return {
+    """The configuration a pseudo-label folder is pinned to (no execution settings such as worker counts).
+
+    Returned in its JSON form (tuples become lists), so it compares equal to a manifest read back from disk.
+    """
+    return json.loads(json.dumps({
         "version": MANIFEST_VERSION,
         "method": method.config(),
         "multiscale": asdict(multiscale),
@@ -68,7 +72,7 @@ def build_manifest(method: AttributionMethod, multiscale: MultiScale, label_cfg:
         "data": data,
         "formats": {"maps": "maps/<id>.npz: float16 maps [K,H,W] in [0,1], int16 class_ids [K] (1-based label values)",
                     "labels": "labels/<id>.png: VOC palette PNG, 0 background, 1..C classes, 255 uncertain"},
-    }
+    }))
 
 
 PINNED_KEYS = ("version", "method", "multiscale", "labels", "model_sha256", "classes", "split")

@@ -7,8 +7,13 @@ from typing import Any
 from weakseg.attribution.base import AttributionMethod, MultiScale, compute_maps
 from weakseg.attribution.cam import CAM
 from weakseg.attribution.gradcam import GradCAM
+from weakseg.attribution.advcam import AdvCAM
+from weakseg.attribution.fickle import FickleNet
+from weakseg.attribution.rib import RIB
+from weakseg.attribution.rib_advcam import RIBAdvCAM
 
-METHODS: dict[str, type[AttributionMethod]] = {"cam": CAM, "gradcam": GradCAM}
+METHODS: dict[str, type[AttributionMethod]] = {"cam": CAM, "gradcam": GradCAM, "advcam": AdvCAM, "rib": RIB,
+                                               "fickle": FickleNet, "rib-advcam": RIBAdvCAM}
 
 
 def build_method(name: str, **params: Any) -> AttributionMethod:
@@ -21,4 +26,5 @@ def build_method(name: str, **params: Any) -> AttributionMethod:
         raise ValueError(f"bad parameters for method {name!r}: {e}") from e
 
 
-__all__ = ["AttributionMethod", "MultiScale", "compute_maps", "build_method", "METHODS", "CAM", "GradCAM"]
+__all__ = ["AttributionMethod", "MultiScale", "compute_maps", "build_method", "METHODS", "CAM", "GradCAM", "AdvCAM",
+           "RIB", "FickleNet", "RIBAdvCAM"]

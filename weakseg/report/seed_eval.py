@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from weakseg.data.voc import VOCDataset
 from weakseg.errors import DataError
@@ -53,7 +54,7 @@ class SeedEvaluation:
 
 
 def evaluate_seed_folder(dataset: VOCDataset, maps_dir: str | Path, crf: CRFConfig | None = None,
-                         crf_window: float = 0.1) -> SeedEvaluation:
+                         crf_window: float = 0.1, progress: bool = True) -> SeedEvaluation:
     """Evaluate every image of the split that has maps. With CRF, the slow sweep covers the thresholds within
     crf_window of the best plain threshold (step 0.05)."""
     folder = maps_folder(maps_dir)
@@ -76,7 +77,7 @@ def evaluate_seed_folder(dataset: VOCDataset, maps_dir: str | Path, crf: CRFConf
         thresholds = [round(t, 2) for t in np.arange(lo, hi + 1e-9, 0.05)]
 
         def crf_items():
-            for i in ids:
+            for i in tqdm(ids, desc=f"seeds+CRF ({len(thresholds)} thresholds)", unit="img", disable=not progress, delay=2.0):
                 maps, cls = load_maps(folder / f"{i}.npz")
                 yield dataset.image(i), maps, cls, dataset.mask(i)
 

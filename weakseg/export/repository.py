@@ -1,0 +1,148 @@
+"""`weakseg export`: a checkpoint (segmenter or CAM classifier) -> one Triton model-repository entry.
+
+    <repo>/<name>/config.pbtxt      platform onnxruntime_onnx, dynamic batching, bounded queue, warm-up, model_kind
+    <repo>/<name>/labels.txt        one class name per line, in output-channel order
+    <repo>/<name>/export.json       provenance: checkpoint checksum, parity report, input contract
+    <repo>/<name>/<version>/model.onnx
+
+Nothing is written unless onnxruntime matches PyTorch on an input size the graph was not traced with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from weakseg.errors import CheckpointError, WeaksegError
+from weakseg.export.graphs import CLASSIFIER_OUTPUTS, INPUT_NAME, SEGMENTER_OUTPUTS, ClassifierGraph, SegmenterGraph
+from weakseg.export.onnx_export import MIN_SIDE, ParityReport, check_parity, export_onnx
+from weakseg.export.triton_config import LABELS_FILE, ServingOptions, TensorSpec, render_config
+from weakseg.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from weakseg.models.checkpoint import file_sha256, read_metadata
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+INPUT_CONTRACT = ("input 'pixels': uint8 RGB, NHWC [batch, height, width, 3], values 0..255, any height and width "
+                  f">= {MIN_SIDE}; scaling and ImageNet normalisation happen inside the graph, so send decoded pixels as is")
+
+
+class ExportError(WeaksegError):
+    """An export that cannot be written (failed parity, existing version, bad name)."""
+
+
+@dataclass
+class ExportOptions:
+    """What `weakseg export` does besides the model itself."""
+
+    version: int = 1
+    input_size: int | None = None  # trace and warm-up size (default: the segmenter's training crop, else 128)
+    serving: ServingOptions = field(default_factory=ServingOptions)
+    tolerance: float = 1e-4  # max abs logits difference onnxruntime vs PyTorch
+    force: bool = False  # overwrite an existing version
+
+
+@dataclass
+class ExportResult:
+    """Where the entry went and how parity came out."""
+
+    kind: str
+    name: str
+    model_dir: Path
+    onnx_path: Path
+    config_path: Path
+    labels: list[str]
+    parity: ParityReport
+    checkpoint_sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready summary."""
+        return {"kind": self.kind, "name": self.name, "model_dir": str(self.model_dir), "onnx": str(self.onnx_path),
+                "config": str(self.config_path), "classes": len(self.labels), "parity": self.parity.to_json(),
+                "checkpoint_sha256": self.checkpoint_sha256}
+
+
+def _load(model_path: str | os.PathLike) -> tuple[str, torch.nn.Module, list[str], dict[str, Any]]:
+    """(kind, export graph, label names in output-channel order, checkpoint metadata) of a checkpoint."""
+    meta = read_metadata(model_path)
+    if meta["kind"] == "segmenter":
+        from weakseg.models.segmenter_io import load_segmenter
+
+        model, classes = load_segmenter(model_path)
+        return "segmenter", SegmenterGraph(model), ["background", *classes], meta
+    if meta["kind"] == "classifier":
+        from weakseg.models.classifier_io import load_classifier
+
+        model, classes = load_classifier(model_path)
+        return "classifier", ClassifierGraph(model), list(classes), meta
+    raise CheckpointError(f"{model_path}: a {meta['kind']!r} checkpoint cannot be exported (segmenter or classifier only)")
+
+
+def tensor_specs(kind: str, n_labels: int) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Triton input and output specs (without the batch dimension) of an exported graph."""
+    inputs = [TensorSpec(INPUT_NAME, "TYPE_UINT8", (-1, -1, 3), format="FORMAT_NHWC")]
+    if kind == "segmenter":
+        outputs = [TensorSpec(SEGMENTER_OUTPUTS[0], "TYPE_FP32", (n_labels, -1, -1), label_file=True),
+                   TensorSpec(SEGMENTER_OUTPUTS[1], "TYPE_UINT8", (-1, -1))]
+    else:
+        outputs = [TensorSpec(CLASSIFIER_OUTPUTS[0], "TYPE_FP32", (n_labels,), label_file=True),
+                   TensorSpec(CLASSIFIER_OUTPUTS[1], "TYPE_FP32", (n_labels, -1, -1), label_file=True)]
+    return inputs, outputs
+
+
+def parity_size(size: int) -> tuple[int, int]:
+    """A non-square check size different from the traced size x size (odd sides exercise rounding)."""
+    return max(MIN_SIDE + 1, size * 3 // 4 + 3) | 1, (size + 29) | 1
+
+
+def export_model(model_path: str | os.PathLike, repo: str | os.PathLike, name: str,
+                 options: ExportOptions | None = None) -> ExportResult:
+    """Export a checkpoint to <repo>/<name>/ (ONNX + config.pbtxt + labels) after a passing parity check."""
+    options = options or ExportOptions()
+    if not _SAFE_NAME.match(name):
+        raise ExportError(f"model name {name!r} must be letters, digits, '_', '.' or '-' (it is a folder name)")
+    if options.version < 1:
+        raise ExportError(f"--version must be >= 1, got {options.version}")
+    try:
+        options.serving.validate()
+    except ValueError as e:
+        raise ExportError(str(e)) from e
+    model_dir = Path(repo) / name
+    onnx_path = model_dir / str(options.version) / "model.onnx"
+    if onnx_path.exists() and not options.force:
+        raise ExportError(f"{onnx_path}: version {options.version} already exists (pass --version N or --force)")
+
+    kind, graph, labels, meta = _load(model_path)
+    size = options.input_size or int(meta["extra"].get("crop") or 128)
+    if size < MIN_SIDE:
+        raise ExportError(f"input size must be >= {MIN_SIDE}, got {size}")
+    example = torch.zeros((2, size, size, 3), dtype=torch.uint8)
+    metadata = {"weakseg_kind": kind, "classes": json.dumps(labels), "input": INPUT_CONTRACT}
+    try:
+        onnx_bytes = export_onnx(graph, example, SEGMENTER_OUTPUTS if kind == "segmenter" else CLASSIFIER_OUTPUTS, metadata)
+    except Exception as e:  # the exporter raises many types; the message says what failed
+        raise ExportError(f"{model_path}: ONNX export failed ({type(e).__name__}: {str(e).splitlines()[0][:300]})") from e
+    height, width = parity_size(size)
+    parity = check_parity(onnx_bytes, graph, height, width, tolerance=options.tolerance)
+    if not parity.ok:
+        raise ExportError(f"{model_path}: onnxruntime disagrees with PyTorch {parity.describe()}; nothing written")
+
+    sha = file_sha256(model_path)
+    inputs, outputs = tensor_specs(kind, len(labels))
+    header = (f"weakseg {kind} exported from {Path(model_path).name} (sha256 {sha[:16]}...)\n{INPUT_CONTRACT}\n"
+              f"outputs: {', '.join(f'{o.name} {o.data_type} {list(o.dims)}' for o in outputs)} (after the batch dimension)\n"
+              "the dynamic batcher joins requests only when their height and width match")
+    atomic_write_bytes(onnx_path, onnx_bytes)
+    atomic_write_text(model_dir / LABELS_FILE, "".join(f"{label}\n" for label in labels))
+    atomic_write_json(model_dir / "export.json", {"kind": kind, "checkpoint": str(model_path), "checkpoint_sha256": sha,
+                                                   "version": options.version, "input": INPUT_CONTRACT,
+                                                   "trace_size": size, "parity": parity.to_json(),
+                                                   "torch": torch.__version__})
+    config_path = model_dir / "config.pbtxt"
+    serving = replace(options.serving, warmup_size=options.serving.warmup_size or size)
+    atomic_write_text(config_path, render_config(name, kind, inputs, outputs, labels, serving, header))
+    return ExportResult(kind, name, model_dir, onnx_path, config_path, labels, parity, sha)

@@ -1,0 +1,92 @@
+"""Semantic segmentation networks (torchvision) trained on pseudo labels or true masks.
+
+Architectures: LR-ASPP MobileNetV3-Large (the CPU default: trains in minutes), DeepLabV3 with a ResNet-50
+or ResNet-101 backbone (output stride 8; for GPUs). Weights start random (`weights=None`,
+`weights_backbone=None`: nothing is ever downloaded) or from a local backbone state-dict file.
+Inputs are float RGB in [0, 1], [N,3,H,W]; ImageNet normalisation happens inside, as in the CAM classifier,
+so the exported graph can take plain pixels. Outputs are logits [N, C+1, H, W] (0 = background).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torchvision.models import segmentation as tvseg
+
+from weakseg.models.resnet_cam import Normalize
+
+ARCHS: dict[str, str] = {
+    "lraspp_mobilenet_v3_large": "LR-ASPP, MobileNetV3-Large backbone (output stride 16); the CPU default",
+    "deeplabv3_resnet50": "DeepLabV3, ResNet-50 backbone (output stride 8); for GPUs",
+    "deeplabv3_resnet101": "DeepLabV3, ResNet-101 backbone (output stride 8); for GPUs",
+}
+DEFAULT_ARCH = "lraspp_mobilenet_v3_large"
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """Architecture of a segmenter; stored inside every checkpoint. num_classes counts background."""
+
+    num_classes: int
+    arch: str = DEFAULT_ARCH
+    bn_momentum: float = 0.1  # torchvision's MobileNetV3 uses 0.01, too slow for short runs from scratch
+
+    def to_dict(self) -> dict:
+        """Plain-dict form for JSON."""
+        return asdict(self)
+
+
+def _build(config: SegmenterConfig) -> nn.Module:
+    """The torchvision network with random weights (never downloads)."""
+    if config.arch not in ARCHS:
+        raise ValueError(f"unknown segmenter arch {config.arch!r}; choose from {sorted(ARCHS)}")
+    if config.num_classes < 2:
+        raise ValueError(f"a segmenter needs at least 2 classes (background + 1), got {config.num_classes}")
+    if config.arch == "lraspp_mobilenet_v3_large":
+        return tvseg.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=config.num_classes)
+    builder = tvseg.deeplabv3_resnet50 if config.arch == "deeplabv3_resnet50" else tvseg.deeplabv3_resnet101
+    return builder(weights=None, weights_backbone=None, num_classes=config.num_classes, aux_loss=False)
+
+
+class Segmenter(nn.Module):
+    """A torchvision segmentation network with normalisation inside; forward gives full-resolution logits."""
+
+    def __init__(self, config: SegmenterConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.normalize = Normalize()
+        self.net = _build(config)
+        for m in self.net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = config.bn_momentum
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits [N, num_classes, H, W] for float RGB x [N,3,H,W] in [0,1]."""
+        return self.net(self.normalize(x))["out"]
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the segmentation head (everything outside the backbone)."""
+        return list(self.net.classifier.parameters())
+
+    def load_backbone_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Load backbone weights from a torchvision state dict; ValueError on any mismatch.
+
+        Accepts a classification state dict (mobilenet_v3_large / resnet50 / resnet101, e.g. ImageNet weights
+        saved to a file) or a segmentation one (keys 'backbone.*'; its head is ignored: the class count differs).
+        """
+        if any(k.startswith("backbone.") for k in state):
+            own = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+        elif self.config.arch.startswith("lraspp"):
+            own = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+        else:
+            own = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        backbone = self.net.backbone
+        try:
+            missing, unexpected = backbone.load_state_dict(own, strict=False)
+        except RuntimeError as e:  # shape mismatches raise even when strict=False
+            raise ValueError(f"backbone weights do not fit {self.config.arch}: {str(e).splitlines()[1:2]}") from e
+        if missing or unexpected or not own:
+            raise ValueError(f"backbone weights do not match {self.config.arch}: "
+                             f"missing {list(missing)[:3]}..., unexpected {list(unexpected)[:3]}...")
