@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 
-VOC_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "voc_sample" / "VOCdevkit" / "VOC2012"
 
 
 @pytest.fixture(scope="session")

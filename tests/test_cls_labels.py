@@ -21,8 +21,9 @@ from weakseg.data.cls_labels import (
     split_id_to_key,
 )
 from weakseg.errors import DataError
+from tests.shared_data import IRN_LISTS
 
-REAL = Path("/work/shared/data/irn_lists/cls_labels.npy")
+REAL = IRN_LISTS / "cls_labels.npy"
 IRN = REAL.parent
 
 

@@ -21,12 +21,13 @@ from weakseg.data.coco import (
 from weakseg.data.classes import VOC_CLASSES
 from weakseg.data.voc import VOCDataset
 from weakseg.errors import DataError
+from tests.shared_data import VOC_SAMPLE, COCO_SAMPLE
 
-SAMPLE = Path("/work/shared/data/coco_sample")
+SAMPLE = COCO_SAMPLE
 VOC100 = SAMPLE / "voc100_boxes_coco_format" / "instances_v2.json"
 VOC34 = SAMPLE / "voc100_boxes_coco_format" / "instances_v2_subset34.json"
 HF = SAMPLE / "hf_transformers_coco_39769"
-VOC = Path("/work/shared/data/voc_sample/VOCdevkit/VOC2012")
+VOC = VOC_SAMPLE
 
 needs_sample = pytest.mark.skipif(not SAMPLE.is_dir(), reason="real COCO sample not available")
 

@@ -14,9 +14,10 @@ from weakseg.data.classes import VOC_CLASSES, voc_palette
 from weakseg.data.cls_labels import lookup_cls_labels, load_cls_labels
 from weakseg.data.voc import VOCDataset, read_id_list
 from weakseg.errors import DataError
+from tests.shared_data import VOC_SAMPLE, IRN_LISTS
 
-VOC = Path("/work/shared/data/voc_sample/VOCdevkit/VOC2012")
-CLS_LABELS = Path("/work/shared/data/irn_lists/cls_labels.npy")
+VOC = VOC_SAMPLE
+CLS_LABELS = IRN_LISTS / "cls_labels.npy"
 UNSEGMENTED = {"2007_000027", "2007_000423"}
 
 pytestmark = pytest.mark.skipif(not VOC.is_dir(), reason="real VOC sample not available")

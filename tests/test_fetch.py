@@ -27,8 +27,9 @@ from weakseg.data.fetch import (
 )
 from weakseg.data.voc import VOCDataset
 from weakseg.errors import DataError
+from tests.shared_data import VOC_SAMPLE
 
-VOC = Path("/work/shared/data/voc_sample/VOCdevkit/VOC2012")
+VOC = VOC_SAMPLE
 IDS = ["2007_000032", "2007_000039"]
 ZERO_SHA = "0" * 64
 
