@@ -30,3 +30,16 @@ def tiny_classifier(tiny_synth, tmp_path_factory) -> Path:
     train_classifier(ClassifierJob(data=tiny_synth, out=run, crop=64, train=TrainConfig(epochs=3, batch_size=8, lr=2e-3)),
                      torch.device("cpu"), progress=False)
     return run
+
+
+def random_bn_classifier(requires_grad: bool = False, num_classes: int = 4):
+    """An untrained resnet18 CAM classifier (OS 8) with non-trivial BatchNorm statistics, in eval mode."""
+    from weakseg.models.resnet_cam import CAMClassifier, ClassifierConfig
+
+    torch.manual_seed(0)
+    m = CAMClassifier(ClassifierConfig(num_classes=num_classes, arch="resnet18", output_stride=8))
+    for bn in m.modules():  # non-trivial BN statistics so eval mode is not the identity
+        if isinstance(bn, torch.nn.BatchNorm2d):
+            bn.running_mean.uniform_(-0.1, 0.1)
+            bn.running_var.uniform_(0.5, 1.5)
+    return m.eval().requires_grad_(requires_grad)

@@ -4,21 +4,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.conftest import random_bn_classifier
+
 from weakseg.attribution import CAM, AdvCAM, MultiScale, compute_maps
 from weakseg.attribution.advcam import climb, climb_step, input_normalization
-from weakseg.models.resnet_cam import CAMClassifier, ClassifierConfig
 
 ONE_SCALE = MultiScale(scales=(1.0,), flip=False)
 
 
 def _model(requires_grad=False):
-    torch.manual_seed(0)
-    m = CAMClassifier(ClassifierConfig(num_classes=4, arch="resnet18", output_stride=8))
-    for bn in m.modules():  # non-trivial BN statistics so eval mode is not the identity
-        if isinstance(bn, torch.nn.BatchNorm2d):
-            bn.running_mean.uniform_(-0.1, 0.1)
-            bn.running_var.uniform_(0.5, 1.5)
-    return m.eval().requires_grad_(requires_grad)
+    return random_bn_classifier(requires_grad)
 
 
 @pytest.fixture(scope="module")

@@ -5,20 +5,14 @@ import torch
 import torch.nn.functional as F
 
 from weakseg.attribution import CAM, GradCAM, MultiScale, compute_maps
-from weakseg.models.resnet_cam import CAMClassifier, ClassifierConfig
+from tests.conftest import random_bn_classifier
 
 ONE_SCALE = MultiScale(scales=(1.0,), flip=False)
 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    m = CAMClassifier(ClassifierConfig(num_classes=4, arch="resnet18", output_stride=8))
-    for bn in m.modules():  # non-trivial BN statistics so eval mode is not the identity
-        if isinstance(bn, torch.nn.BatchNorm2d):
-            bn.running_mean.uniform_(-0.1, 0.1)
-            bn.running_var.uniform_(0.5, 1.5)
-    return m.eval().requires_grad_(False)
+    return random_bn_classifier()
 
 
 @pytest.fixture(scope="module")
