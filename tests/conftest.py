@@ -43,3 +43,17 @@ def random_bn_classifier(requires_grad: bool = False, num_classes: int = 4):
             bn.running_mean.uniform_(-0.1, 0.1)
             bn.running_var.uniform_(0.5, 1.5)
     return m.eval().requires_grad_(requires_grad)
+
+
+@pytest.fixture(scope="session")
+def random_model(tiny_synth, tmp_path_factory) -> Path:
+    """An untrained (seeded) CAM classifier checkpoint for tiny_synth's classes: outputs only need to be reproducible."""
+    from weakseg.data.classes import load_classes
+    from weakseg.models.classifier_io import save_classifier
+    from weakseg.models.resnet_cam import CAMClassifier, ClassifierConfig
+
+    classes = load_classes(tiny_synth)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("clf") / "model.safetensors"
+    save_classifier(path, CAMClassifier(ClassifierConfig(num_classes=len(classes))), classes)
+    return path

@@ -23,8 +23,7 @@ from batch.store import ArrowStore, LocalStore
 from weakseg.attribution import MultiScale, build_method
 from weakseg.data.voc import VOCDataset
 from weakseg.errors import WeaksegError
-from weakseg.models.classifier_io import load_classifier, save_classifier
-from weakseg.models.resnet_cam import CAMClassifier, ClassifierConfig
+from weakseg.models.classifier_io import load_classifier
 from weakseg.pseudo import LabelConfig, pseudo_label
 
 ray = pytest.importorskip("ray")
@@ -41,18 +40,6 @@ def local_ray():
     ray.init(num_cpus=2, object_store_memory=256 * 2**20, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def random_model(tiny_synth, tmp_path_factory):
-    """An untrained (seeded) CAM classifier checkpoint for tiny_synth: the job only has to reproduce its maps."""
-    from weakseg.data.classes import load_classes
-
-    classes = load_classes(tiny_synth)
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("clf") / "model.safetensors"
-    save_classifier(path, CAMClassifier(ClassifierConfig(num_classes=len(classes))), classes)
-    return path
 
 
 @pytest.fixture(scope="module")

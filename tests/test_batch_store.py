@@ -16,22 +16,8 @@ from batch.ray_job import plan_workers
 from batch.store import ArrowStore, LocalStore, is_object_store_uri, open_store
 from weakseg.attribution import MultiScale, build_method
 from weakseg.errors import WeaksegError
-from weakseg.models.classifier_io import save_classifier
-from weakseg.models.resnet_cam import CAMClassifier, ClassifierConfig
 
 SCALES = MultiScale(scales=(1.0, 0.5), flip=True)
-
-
-@pytest.fixture(scope="module")
-def random_model(tiny_synth, tmp_path_factory):
-    """An untrained (seeded) CAM classifier checkpoint for tiny_synth's classes: outputs only need to be reproducible."""
-    from weakseg.data.classes import load_classes
-
-    classes = load_classes(tiny_synth)
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("clf") / "model.safetensors"
-    save_classifier(path, CAMClassifier(ClassifierConfig(num_classes=len(classes))), classes)
-    return path
 
 
 @pytest.fixture(params=["local", "arrow"])
