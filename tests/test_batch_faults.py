@@ -11,7 +11,7 @@ from batch.cluster import RayOptions
 from batch.faults import KILL_AFTER_ENV, KILL_RANK_ENV
 from batch.pseudo_job import done_ids
 from batch.ray_job import run_ray
-from tests.test_batch_ray import N, _assert_matches_reference, _job, local_ray, random_model, reference  # noqa: F401
+from tests.test_batch_ray import N, _assert_matches_reference, _job, local_ray, reference  # noqa: F401
 from weakseg.data.voc import VOCDataset
 
 ray = pytest.importorskip("ray")
