@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 from cli.common import add_device, add_parser, add_threads
 from weakseg.device import resolve_device, set_threads
-from weakseg.engine import TrainConfig
 from weakseg.label_cost import SECONDS_PER_IMAGE
 from weakseg.models.segmenter import ARCHS, DEFAULT_ARCH
 
@@ -66,21 +65,15 @@ def register_trainer(tsub: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Train a segmenter and print its final record as JSON."""
+    from cli.train_cmd import print_fit_result, train_config_from_args
     from training.segmenter import SegmenterJob, train_segmenter
 
     set_threads(args.threads)
     device = resolve_device(args.device)
     job = SegmenterJob(data=args.data, labels=args.labels, out=args.out, split=args.split, val_split=args.val_split or None,
                        val_images=args.val_images, arch=args.arch, crop=args.crop, scale_range=tuple(args.scale_range),
-                       pretrained=args.pretrained, supervision=args.supervision,
-                       train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                         weight_decay=args.weight_decay, optimizer=args.optimizer, seed=args.seed,
-                                         head_lr_mult=args.head_lr_mult))
-    result = train_segmenter(job, device, progress=not args.quiet)
-    last = result.history[-1] if result.history else {}
-    print(json.dumps({"out": str(args.out), "epochs": len(result.history), "resumed_from_epoch": result.resumed_from_epoch,
-                      "total_seconds": round(result.seconds, 1), **{k: v for k, v in last.items() if k not in ("epoch", "seconds")}}))
-    return 0
+                       pretrained=args.pretrained, supervision=args.supervision, train=train_config_from_args(args))
+    return print_fit_result(args.out, train_segmenter(job, device, progress=not args.quiet))
 
 
 def register_eval(esub: argparse._SubParsersAction) -> None:

@@ -26,6 +26,20 @@ def add_train_options(p: argparse.ArgumentParser, epochs: int, batch_size: int, 
     add_threads(p)
 
 
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The engine's TrainConfig from the shared trainer options."""
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                       optimizer=args.optimizer, seed=args.seed, head_lr_mult=args.head_lr_mult)
+
+
+def print_fit_result(out, result) -> int:
+    """Print a trainer's final record as one JSON line (the last line of stdout); return exit status 0."""
+    last = result.history[-1] if result.history else {}
+    print(json.dumps({"out": str(out), "epochs": len(result.history), "resumed_from_epoch": result.resumed_from_epoch,
+                      "total_seconds": round(result.seconds, 1), **{k: v for k, v in last.items() if k not in ("epoch", "seconds")}}))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `train` and its trainers."""
     train = add_parser(sub, "train", "train a model (classifier; more trainers come with later tiers)")
@@ -65,11 +79,5 @@ def run_classifier(args: argparse.Namespace) -> int:
                         labels=args.labels, arch=args.arch, output_stride=args.output_stride, head=args.head,
                         fickle_kernel=args.fickle_kernel, fickle_drop=args.fickle_drop, crop=args.crop,
                         scale_range=tuple(args.scale_range), pretrained=args.pretrained,
-                        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                          weight_decay=args.weight_decay, optimizer=args.optimizer, seed=args.seed,
-                                          head_lr_mult=args.head_lr_mult))
-    result = train_classifier(job, device, progress=not args.quiet)
-    last = result.history[-1] if result.history else {}
-    print(json.dumps({"out": str(args.out), "epochs": len(result.history), "resumed_from_epoch": result.resumed_from_epoch,
-                      "total_seconds": round(result.seconds, 1), **{k: v for k, v in last.items() if k not in ("epoch", "seconds")}}))
-    return 0
+                        train=train_config_from_args(args))
+    return print_fit_result(args.out, train_classifier(job, device, progress=not args.quiet))
