@@ -40,6 +40,19 @@ def fixed_subset(data: Path, split: str, n: int, seed: int, out: Path, name: str
     return path
 
 
+def open_subset(args, name: str) -> tuple[VOCDataset, Path, nn.Module, torch.device]:
+    """Shared benchmark setup from --threads/--device/--out/--data/--split/--images/--subset-seed/--model:
+    the fixed id subset as a dataset, its list file, the loaded classifier and the device."""
+    from weakseg.device import resolve_device, set_threads
+    from weakseg.models.classifier_io import load_classifier
+
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    ids_path = fixed_subset(args.data, args.split, args.images, args.subset_seed, args.out, name=name)
+    return VOCDataset(args.data, ids_path, labels="auto"), ids_path, load_classifier(args.model, device)[0], device
+
+
 def short_hash(obj: object) -> str:
     """A 10-hex-digit digest of a JSON-able object."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from benchmarks.attribution_common import cost_summary, fixed_subset, markdown, model_identity, run_cached, short_hash  # noqa: E402
+from benchmarks.attribution_common import cost_summary, markdown, model_identity, open_subset, run_cached, short_hash  # noqa: E402
 from benchmarks.attribution_curves import GivenMaps  # noqa: E402
 from benchmarks.attribution_table import ROWS, build_rows  # noqa: E402
 from weakseg.attribution import AdvCAM, MultiScale, compute_maps  # noqa: E402
@@ -122,13 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
 
-    set_threads(args.threads)
-    device = resolve_device(args.device)
-    args.out.mkdir(parents=True, exist_ok=True)
-    ids_path = fixed_subset(args.data, args.split, args.images, args.subset_seed, args.out, name="cost_ids")
-    dataset = VOCDataset(args.data, ids_path, labels="auto")
+    dataset, ids_path, model, device = open_subset(args, "cost_ids")
     multiscale = MultiScale()
-    model = load_classifier(args.model, device)[0]
     threads = torch.get_num_threads()
 
     # 1. every method at its defaults: seconds and passes per image

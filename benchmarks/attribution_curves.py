@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.attribution_common import (evaluate_cached, fixed_subset, model_identity, run_cached,  # noqa: E402
+from benchmarks.attribution_common import (evaluate_cached, model_identity, open_subset, run_cached,  # noqa: E402
                                            short_hash)
 from weakseg.attribution import RIB, AdvCAM, AttributionMethod, MultiScale, compute_maps  # noqa: E402
 from weakseg.attribution.keys import scale_of  # noqa: E402
@@ -115,12 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
 
-    set_threads(args.threads)
-    device = resolve_device(args.device)
-    args.out.mkdir(parents=True, exist_ok=True)
-    ids_path = fixed_subset(args.data, args.split, args.images, args.subset_seed, args.out, name="curve_ids")
-    dataset = VOCDataset(args.data, ids_path, labels="auto")
-    model = load_classifier(args.model, device)[0]
+    dataset, ids_path, model, device = open_subset(args, "curve_ids")
     base = {"model_sha256": model_identity(args.model), "ids": ids_path.read_text().split(), "view": "1.0+flip"}
     result: dict = {"images": len(dataset.ids), "view": "scale 1.0 + flip"}
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -13,7 +12,7 @@ from weakseg.attribution import MultiScale, build_method
 from weakseg.data.voc import VOCDataset
 from weakseg.device import resolve_device, set_threads
 from weakseg.engine import TrainConfig
-from weakseg.io import atomic_save_png, atomic_write_json
+from weakseg.io import atomic_save_png, atomic_write_json, read_label_png
 from weakseg.metrics.seeds import evaluate_labels
 from weakseg.pseudo import LabelConfig
 from weakseg.refine.crf import CRFConfig
@@ -109,7 +108,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 def _write_report(cfg: DemoConfig, dataset: VOCDataset, rows: list[dict], results: dict) -> Path:
     out = Path(cfg.out)
     figures = out / "figures"
-    ids = results[cfg.methods[0]]["seeds"] and _example_ids(out, cfg, dataset)
+    ids = _example_ids(out, cfg, dataset)
     grid = []
     for i in ids:
         image, gt = dataset.image(i), dataset.mask(i)
@@ -117,8 +116,6 @@ def _write_report(cfg: DemoConfig, dataset: VOCDataset, rows: list[dict], result
         for name in cfg.methods:
             maps, _ = load_maps(maps_folder(out / "pseudo" / name) / f"{i}.npz")
             row.append(heatmap_overlay(image, maps.max(axis=0)))
-        from weakseg.io import read_label_png
-
         row.append(colorize_label(read_label_png(out / "pseudo" / cfg.methods[0] / "labels" / f"{i}.png")))
         grid.append(row)
     captions = ["image", "ground truth", *cfg.methods, f"{cfg.methods[0]} label+CRF"]

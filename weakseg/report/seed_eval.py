@@ -14,7 +14,7 @@ from weakseg.io import atomic_save_png
 from weakseg.metrics.seeds import SeedReport, evaluate_seeds, evaluate_seeds_refined
 from weakseg.refine.crf import CRFConfig, crf_refine_label
 from weakseg.refine.seed_label import threshold_seed
-from weakseg.report.markdown import Section, markdown_table, write_report
+from weakseg.report.markdown import Section, write_report
 from weakseg.report.overlay import colorize_label, heatmap_overlay, tile
 
 
@@ -131,6 +131,3 @@ def write_seed_report(path: str | Path, dataset: VOCDataset, maps_dir: str | Pat
 def _summary(r: SeedReport) -> dict:
     return {"mIoU": r.miou, "threshold": r.threshold, "precision": r.precision, "recall": r.recall, "F1": r.f1}
 
-
-__all__ = ["SeedEvaluation", "evaluate_seed_folder", "write_seed_report", "overlay_rows", "load_maps", "maps_folder",
-           "markdown_table"]
