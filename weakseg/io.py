@@ -48,8 +48,8 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def encode_png(array: np.ndarray, palette: list[int] | None = None) -> bytes:
-    """Encode a uint8 HxW (optionally palettised) or HxWx3 array as PNG bytes."""
+def encode_png(array: np.ndarray, palette: list[int] | None = None, compress_level: int = 6) -> bytes:
+    """Encode a uint8 HxW (optionally palettised) or HxWx3 array as PNG bytes (zlib level 0-9)."""
     img = Image.fromarray(np.ascontiguousarray(array))
     if palette is not None:
         if img.mode != "L":
@@ -57,7 +57,7 @@ def encode_png(array: np.ndarray, palette: list[int] | None = None) -> bytes:
         img = img.convert("P")
         img.putpalette(palette)
     buf = io.BytesIO()
-    img.save(buf, format="PNG")
+    img.save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
 
 

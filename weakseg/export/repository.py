@@ -4,6 +4,8 @@
     <repo>/<name>/labels.txt        one class name per line, in output-channel order
     <repo>/<name>/export.json       provenance: checkpoint checksum, parity report, input contract
     <repo>/<name>/<version>/model.onnx
+    <repo>/<name>/checkpoint.safetensors   classifiers: the PyTorch weights, for gradient methods served by
+                                            weakseg's embedded backend (Triton ignores the file)
 
 Nothing is written unless onnxruntime matches PyTorch on an input size the graph was not traced with.
 """
@@ -24,8 +26,9 @@ from weakseg.export.graphs import CLASSIFIER_OUTPUTS, INPUT_NAME, SEGMENTER_OUTP
 from weakseg.export.onnx_export import MIN_SIDE, ParityReport, check_parity, export_onnx
 from weakseg.export.triton_config import LABELS_FILE, ServingOptions, TensorSpec, render_config
 from weakseg.io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from weakseg.models.checkpoint import file_sha256, read_metadata
+from weakseg.models.checkpoint import file_sha256, read_metadata, resolve_weights
 
+CHECKPOINT_FILE = "checkpoint.safetensors"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 INPUT_CONTRACT = ("input 'pixels': uint8 RGB, NHWC [batch, height, width, 3], values 0..255, any height and width "
                   f">= {MIN_SIDE}; scaling and ImageNet normalisation happen inside the graph, so send decoded pixels as is")
@@ -44,6 +47,7 @@ class ExportOptions:
     serving: ServingOptions = field(default_factory=ServingOptions)
     tolerance: float = 1e-4  # max abs logits difference onnxruntime vs PyTorch
     force: bool = False  # overwrite an existing version
+    include_checkpoint: bool = True  # classifiers: copy the safetensors weights beside the ONNX (gradient methods)
 
 
 @dataclass
@@ -142,6 +146,8 @@ def export_model(model_path: str | os.PathLike, repo: str | os.PathLike, name: s
                                                    "version": options.version, "input": INPUT_CONTRACT,
                                                    "trace_size": size, "parity": parity.to_json(),
                                                    "torch": torch.__version__})
+    if kind == "classifier" and options.include_checkpoint:
+        atomic_write_bytes(model_dir / CHECKPOINT_FILE, resolve_weights(model_path).read_bytes())
     config_path = model_dir / "config.pbtxt"
     serving = replace(options.serving, warmup_size=options.serving.warmup_size or size)
     atomic_write_text(config_path, render_config(name, kind, inputs, outputs, labels, serving, header))

@@ -1,0 +1,221 @@
+"""The embedded backend: onnxruntime in this process over a model repository written by `weakseg export`,
+one dynamic batcher per model, warmed up before the server reports ready.
+
+Each `<repo>/<name>/config.pbtxt` is parsed into Triton's ModelConfig, so the scheduling knobs
+(max batch, queue delay, bounded queue, instance count, warm-up) are the ones Triton would use.
+The latest numeric version folder holding `model.onnx` is served. CUDA provider when asked for and
+present, else CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+
+import grpc
+import numpy as np
+from google.protobuf import text_format
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail as OrtFail
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as OrtInvalidArgument
+from tritonclient.grpc import model_config_pb2
+
+from serving.backends.base import Backend, ModelInfo, ServingError, TensorMeta, invalid
+from serving.batching import BatchingOptions, DynamicBatcher
+from weakseg.export.repository import CHECKPOINT_FILE
+
+ModelObserveFn = Callable[[str, int, list[float]], None]  # (model, batch size, queue seconds per request)
+_TRITON_TO_KSERVE = {"TYPE_UINT8": "UINT8", "TYPE_FP32": "FP32", "TYPE_FP16": "FP16", "TYPE_INT64": "INT64",
+                     "TYPE_INT32": "INT32", "TYPE_BOOL": "BOOL"}
+KSERVE_DTYPES = {"UINT8": np.uint8, "FP32": np.float32, "FP16": np.float16, "INT64": np.int64, "INT32": np.int32,
+                 "BOOL": np.bool_}
+
+
+class RepositoryError(Exception):
+    """The model repository cannot be served (missing folder, bad config.pbtxt, no model.onnx)."""
+
+
+def read_config(entry: Path) -> model_config_pb2.ModelConfig:
+    """Parse <entry>/config.pbtxt into Triton's ModelConfig; RepositoryError names the file if it fails."""
+    path = entry / "config.pbtxt"
+    try:
+        return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    except (OSError, text_format.ParseError) as e:
+        raise RepositoryError(f"{path}: {e}") from e
+
+
+def latest_version(entry: Path, filename: str = "model.onnx") -> str:
+    """The highest numeric version folder of an entry that holds `filename`."""
+    versions = sorted(int(p.name) for p in entry.iterdir() if p.is_dir() and p.name.isdigit() and (p / filename).is_file())
+    if not versions:
+        raise RepositoryError(f"{entry}: no version folder with {filename}")
+    return str(versions[-1])
+
+
+def model_info(entry: Path, config: model_config_pb2.ModelConfig, version: str) -> ModelInfo:
+    """ModelInfo of a repository entry from its config (kind and labels from the `model_kind`/`classes` parameters)."""
+    params = {k: v.string_value for k, v in config.parameters.items()}
+    kind = params.get("model_kind", "")
+    if kind not in ("segmenter", "classifier"):
+        raise RepositoryError(f"{entry / 'config.pbtxt'}: parameter model_kind must be segmenter or classifier, got {kind!r}")
+    if "classes" in params:
+        labels = tuple(json.loads(params["classes"]))
+    else:
+        labels = tuple((entry / "labels.txt").read_text().splitlines())
+    batch = (-1,) if config.max_batch_size > 0 else ()
+
+    def tensors(specs) -> tuple[TensorMeta, ...]:
+        return tuple(TensorMeta(t.name, _TRITON_TO_KSERVE[model_config_pb2.DataType.Name(t.data_type)],
+                                batch + tuple(int(d) for d in t.dims)) for t in specs)
+
+    checkpoint = entry / CHECKPOINT_FILE
+    return ModelInfo(config.name or entry.name, version, kind, labels, tensors(config.input), tensors(config.output),
+                     int(config.max_batch_size), config.platform or config.backend,
+                     checkpoint if checkpoint.is_file() else None)
+
+
+def check_inputs(info: ModelInfo, inputs: dict[str, np.ndarray]) -> None:
+    """INVALID_ARGUMENT unless inputs match the model's names, data types and fixed dimensions."""
+    expected = {t.name: t for t in info.inputs}
+    if set(inputs) != set(expected):
+        raise invalid(f"model {info.name!r} takes inputs {sorted(expected)}, got {sorted(inputs)}")
+    for name, array in inputs.items():
+        spec = expected[name]
+        if array.dtype != np.dtype(KSERVE_DTYPES[spec.datatype]):
+            raise invalid(f"input {name!r} of model {info.name!r} must be {spec.datatype}, got {array.dtype}")
+        if array.ndim != len(spec.shape) or any(d not in (-1, s) for d, s in zip(spec.shape, array.shape)):
+            raise invalid(f"input {name!r} of model {info.name!r} has shape {list(array.shape)}, "
+                          f"expected {list(spec.shape)} (-1 = any)")
+
+
+def _providers(device: str) -> list[str]:
+    import onnxruntime as ort
+
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    if device == "cuda":
+        if not cuda:
+            raise RepositoryError("--device cuda asked for, but onnxruntime has no CUDA provider here")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    import torch  # auto: CUDA only where a GPU is really present
+
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda and torch.cuda.is_available() else ["CPUExecutionProvider"]
+
+
+class _LoadedModel:
+    def __init__(self, info: ModelInfo, config: model_config_pb2.ModelConfig, session, batcher: DynamicBatcher,
+                 output_names: list[str]) -> None:
+        self.info, self.config, self.session, self.batcher, self.output_names = info, config, session, batcher, output_names
+
+
+class EmbeddedBackend(Backend):
+    """onnxruntime sessions over a model repository, with dynamic batching and warm-up."""
+
+    name = "embedded"
+    supports_gradients = True
+
+    def __init__(self, repo: str | Path, *, device: str = "auto", threads: int | None = None,
+                 batching: BatchingOptions | None = None, observe: ModelObserveFn | None = None,
+                 models: Sequence[str] = ()) -> None:
+        """Load every entry of `repo` (or only `models`); `batching` overrides each config's knobs."""
+        self.repo = Path(repo)
+        if not self.repo.is_dir():
+            raise RepositoryError(f"{self.repo}: model repository folder not found")
+        entries = sorted(p for p in self.repo.iterdir() if (p / "config.pbtxt").is_file())
+        if models:
+            missing = set(models) - {p.name for p in entries}
+            if missing:
+                raise RepositoryError(f"{self.repo}: no entries named {sorted(missing)}")
+            entries = [p for p in entries if p.name in models]
+        if not entries:
+            raise RepositoryError(f"{self.repo}: no model entries (folders with config.pbtxt); run `weakseg export` first")
+        self._providers, self._threads = _providers(device), threads
+        self._models: dict[str, _LoadedModel] = {}
+        self._ready = threading.Event()
+        try:
+            for entry in entries:
+                loaded = self._load(entry, batching, observe)
+                self._models[loaded.info.name] = loaded
+            for loaded in self._models.values():
+                self._warm_up(loaded)
+        except Exception:
+            self.close()
+            raise
+        self._ready.set()
+
+    def _load(self, entry: Path, batching: BatchingOptions | None, observe: ModelObserveFn | None) -> _LoadedModel:
+        from weakseg.export.onnx_export import ort_session
+
+        config = read_config(entry)
+        version = latest_version(entry)
+        info = model_info(entry, config, version)
+        try:
+            session = ort_session((entry / version / "model.onnx").read_bytes(), self._providers, self._threads)
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise RepositoryError(f"{entry / version / 'model.onnx'}: onnxruntime cannot load it ({e})") from e
+        names = [o.name for o in session.get_outputs()]
+        if batching is None:
+            queue = config.dynamic_batching.default_queue_policy.max_queue_size or 64
+            workers = sum(g.count or 1 for g in config.instance_group) or 1
+            batching = BatchingOptions(max_batch_size=max(1, config.max_batch_size),
+                                       max_queue_delay_s=config.dynamic_batching.max_queue_delay_microseconds / 1e6,
+                                       max_queue_size=queue, workers=workers)
+
+        def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return dict(zip(names, session.run(names, inputs)))
+
+        hook = (lambda n, waits, _name=info.name: observe(_name, n, waits)) if observe else None
+        return _LoadedModel(info, config, session, DynamicBatcher(info.name, run, batching, hook), names)
+
+    @staticmethod
+    def _warm_up(loaded: _LoadedModel) -> None:
+        for sample in loaded.config.model_warmup:
+            inputs = {}
+            for name, spec in sample.inputs.items():
+                dtype = KSERVE_DTYPES[_TRITON_TO_KSERVE[model_config_pb2.DataType.Name(spec.data_type)]]
+                inputs[name] = np.zeros((max(1, sample.batch_size), *spec.dims), dtype=dtype)
+            loaded.session.run(loaded.output_names, inputs)
+
+    def models(self) -> list[ModelInfo]:
+        """Every loaded model."""
+        return [m.info for m in self._models.values()]
+
+    def ready(self) -> bool:
+        """True once every model is loaded and warmed up (and until close)."""
+        return self._ready.is_set()
+
+    def queued(self, name: str) -> int:
+        """Requests waiting in a model's batcher."""
+        return self._models[name].batcher.queued()
+
+    def infer(self, name: str, inputs: dict[str, np.ndarray], outputs: Sequence[str], *, version: str = "",
+              timeout: float | None = None) -> dict[str, np.ndarray]:
+        """Batched forward pass through the model's dynamic batcher, within `timeout` seconds."""
+        info = self.model(name, version)
+        loaded = self._models[info.name]
+        unknown = set(outputs) - set(loaded.output_names)
+        if unknown:
+            raise invalid(f"model {name!r} has no outputs {sorted(unknown)} (outputs: {loaded.output_names})")
+        check_inputs(info, inputs)
+        if timeout is not None and timeout <= 0:
+            raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline already passed")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        future = loaded.batcher.submit(inputs, deadline)
+        try:
+            result = future.result(timeout)
+        except FutureTimeout:
+            future.cancel()
+            raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, f"model {name!r} did not answer within the deadline") from None
+        except (OrtInvalidArgument, OrtFail) as e:  # a shape the graph cannot take, for instance
+            raise invalid(f"model {name!r} rejected the input ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+        return {k: result[k] for k in (outputs or loaded.output_names)}
+
+    def close(self) -> None:
+        """Stop accepting work, finish what is queued."""
+        self._ready.clear()
+        for loaded in self._models.values():
+            loaded.batcher.close(timeout=30)

@@ -1,0 +1,56 @@
+"""A model repository for serving tests: an untrained LR-ASPP segmenter and a CAM classifier (fixed seeds,
+non-trivial BatchNorm statistics) exported by `weakseg.export`, and helpers to start a server on loopback."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from weakseg.export import ExportOptions, ServingOptions, export_model
+
+CLASSES = ["train", "boat", "bird"]
+SIZE = 64
+
+
+def _settle_batchnorm(model: torch.nn.Module, size: int) -> None:
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.rand(4, 3, size, size))
+    model.eval()
+
+
+def build_repository(root: Path) -> Path:
+    """Export a segmenter ('seg') and a classifier ('cam') into root/repo; return the repository path."""
+    from weakseg.models.classifier_io import save_classifier
+    from weakseg.models.resnet_cam import CAMClassifier, ClassifierConfig
+    from weakseg.models.segmenter import Segmenter, SegmenterConfig
+    from weakseg.models.segmenter_io import save_segmenter
+
+    torch.manual_seed(0)
+    seg = Segmenter(SegmenterConfig(num_classes=len(CLASSES) + 1))
+    _settle_batchnorm(seg, SIZE)
+    save_segmenter(root / "seg.safetensors", seg, CLASSES)
+    clf = CAMClassifier(ClassifierConfig(num_classes=len(CLASSES)))
+    _settle_batchnorm(clf, SIZE)
+    save_classifier(root / "cam.safetensors", clf, CLASSES)
+    repo = root / "repo"
+    options = ExportOptions(input_size=SIZE, serving=ServingOptions(instance_kind="cpu", max_queue_delay_us=5000))
+    export_model(root / "seg.safetensors", repo, "seg", options)
+    export_model(root / "cam.safetensors", repo, "cam", options)
+    return repo
+
+
+@contextmanager
+def running_server(backend, **config):
+    """A WeaksegServer on a free loopback port; yields it, stops it afterwards."""
+    from serving.server import ServerConfig, WeaksegServer
+
+    server = WeaksegServer(backend, ServerConfig(port=0, grace_s=2.0, health_poll_s=0.2, **config))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop(1.0)
