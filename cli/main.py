@@ -19,6 +19,9 @@ SUBCOMMAND_MODULES = (
     "cli.demo_cmd",
     "cli.export_cmd",
     "cli.predict_cmd",
+    "cli.ood_cmd",
+    "cli.serve_cmd",
+    "cli.client_cmd",
 )
 
 
