@@ -57,3 +57,6 @@ def random_model(tiny_synth, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("clf") / "model.safetensors"
     save_classifier(path, CAMClassifier(ClassifierConfig(num_classes=len(classes))), classes)
     return path
+
+
+from tests.serving_repo import serving_repo  # noqa: E402,F401  (session fixture shared by the serving tests)

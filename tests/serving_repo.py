@@ -3,9 +3,12 @@ non-trivial BatchNorm statistics) exported by `weakseg.export`, and helpers to s
 
 from __future__ import annotations
 
+import socket
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 
 from weakseg.export import ExportOptions, ServingOptions, export_model
@@ -54,3 +57,34 @@ def running_server(backend, **config):
         yield server
     finally:
         server.stop(1.0)
+
+
+@pytest.fixture(scope="session")
+def serving_repo(tmp_path_factory) -> Path:
+    """The exported repository (segmenter 'seg', classifier 'cam'), built once per test session."""
+    torch.set_num_threads(2)
+    return build_repository(tmp_path_factory.mktemp("serving"))
+
+
+def free_port() -> int:
+    """A TCP port on loopback that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def raw_image(array: np.ndarray):
+    """A weakseg.v1 Image message with a raw uint8 HxWx3 tensor."""
+    from serving.api import segmentation_pb2 as pb
+
+    h, w, c = array.shape
+    return pb.Image(raw=pb.RawImage(data=np.ascontiguousarray(array).tobytes(), height=h, width=w, channels=c))
+
+
+def ort_run(repo: Path, name: str, pixels: np.ndarray) -> dict[str, np.ndarray]:
+    """Every output of <repo>/<name>/1/model.onnx run directly with onnxruntime (CPU)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(repo / name / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, {"pixels": pixels})))
