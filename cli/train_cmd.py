@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from cli.common import add_device, add_parser, add_threads
+from cli.ood_cmd import add_wood_options, wood_job_from_args
 from weakseg.device import resolve_device, set_threads
 from weakseg.engine import TrainConfig
 
@@ -62,6 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrained", default=None, help="backbone init: a torchvision ResNet state-dict path, 'imagenet' (downloads), or none; "
                                                      "pretrained weights freeze the stem and BatchNorm as IRN does")
     p.add_argument("--head-lr-mult", type=float, default=1.0, help="learning-rate multiplier of the classification head (IRN: 10 with pretrained weights)")
+    add_wood_options(p)
     p.set_defaults(func=run_classifier)
 
     from cli.segmenter_cmd import register_trainer  # the segmenter's train/eval parsers live in cli/segmenter_cmd.py
@@ -78,6 +80,10 @@ def run_classifier(args: argparse.Namespace) -> int:
     job = ClassifierJob(data=args.data, out=args.out, split=args.split, val_split=args.val_split or None,
                         labels=args.labels, arch=args.arch, output_stride=args.output_stride, head=args.head,
                         fickle_kernel=args.fickle_kernel, fickle_drop=args.fickle_drop, crop=args.crop,
-                        scale_range=tuple(args.scale_range), pretrained=args.pretrained,
+                        scale_range=tuple(args.scale_range), pretrained=args.pretrained, init=args.init,
                         train=train_config_from_args(args))
+    if args.ood is not None:
+        from training.wood import train_wood
+
+        return print_fit_result(args.out, train_wood(wood_job_from_args(args, job), device, progress=not args.quiet))
     return print_fit_result(args.out, train_classifier(job, device, progress=not args.quiet))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,8 @@ from weakseg.data.loading import EpochLoader
 from weakseg.data.voc import VOCDataset
 from weakseg.engine import FitResult, TrainConfig, fit, seed_everything
 from weakseg.errors import WeaksegError
-from weakseg.models.classifier_io import save_classifier
-from weakseg.models.checkpoint import WEIGHTS_NAME
+from weakseg.models.classifier_io import load_classifier, save_classifier
+from weakseg.models.checkpoint import WEIGHTS_NAME, file_sha256
 from weakseg.models.pretrained import load_pretrained_backbone
 from weakseg.models.resnet_cam import CAMClassifier, ClassifierConfig
 
@@ -37,6 +38,7 @@ class ClassifierJob:
     crop: int = 128
     scale_range: tuple[float, float] = (0.75, 1.25)
     pretrained: str | None = None
+    init: Path | None = None  # fine-tune this classifier checkpoint instead of a fresh network
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -73,20 +75,51 @@ def classification_metrics(model: CAMClassifier, dataset: VOCDataset, device: to
     return {"val_loss": sum(losses) / max(1, len(dataset.ids)), "val_f1": 2 * tp / max(1, 2 * tp + fp + fn)}
 
 
-def train_classifier(job: ClassifierJob, device: torch.device, progress: bool = True) -> FitResult:
-    """Train (or resume) a CAM classifier; writes <out>/model.safetensors, resume.pt and run.json."""
+@dataclass
+class ClassifierSetup:
+    """The pieces every classifier trainer shares: data, model, sample maker, saving, validation, run record."""
+
+    train_set: VOCDataset
+    val_set: VOCDataset | None
+    classes: list[str]
+    model: CAMClassifier
+    cache: ImageCache
+    labels: dict[str, torch.Tensor]
+    loader: EpochLoader
+    save: Callable[[CAMClassifier, dict], None]
+    on_epoch_end: Callable[[CAMClassifier, int], dict[str, float]] | None
+    run_info: dict
+    head_params: list[torch.nn.Parameter]
+
+
+def build_classifier(job: ClassifierJob, classes: list[str], device: torch.device) -> CAMClassifier:
+    """A fresh classifier (seeded, optionally with a pretrained backbone) or, with job.init, a trainable copy of
+    an existing checkpoint (fine-tuning); job.pretrained then only freezes the stem and BatchNorm."""
+    seed_everything(job.train.seed)  # initial weights depend on the seed only
+    if job.init is not None:
+        model, init_classes = load_classifier(job.init, device)
+        if init_classes != list(classes):
+            raise WeaksegError(f"{job.init}: classifier classes {init_classes} differ from the dataset's {classes}")
+        model.requires_grad_(True)
+    else:
+        try:
+            model = CAMClassifier(ClassifierConfig(num_classes=len(classes), arch=job.arch, output_stride=job.output_stride,
+                                                   head=job.head, fickle_kernel=job.fickle_kernel, fickle_drop=job.fickle_drop))
+        except ValueError as e:
+            raise WeaksegError(f"bad classifier configuration: {e}") from e
+        if job.pretrained:
+            load_pretrained_backbone(model, job.pretrained)
+    if job.pretrained:
+        model.freeze_for_pretrained()
+    return model.train()
+
+
+def prepare_classifier(job: ClassifierJob, device: torch.device) -> ClassifierSetup:
+    """Open the splits, build the model and the shuffled augmented loader, and the save/validation callbacks."""
     train_set = VOCDataset(job.data, job.split, labels=job.labels)
     val_set = VOCDataset(job.data, job.val_split, labels=job.labels) if job.val_split else None
     classes = train_set.classes
-    seed_everything(job.train.seed)  # initial weights depend on the seed only
-    try:
-        model = CAMClassifier(ClassifierConfig(num_classes=len(classes), arch=job.arch, output_stride=job.output_stride,
-                                               head=job.head, fickle_kernel=job.fickle_kernel, fickle_drop=job.fickle_drop))
-    except ValueError as e:
-        raise WeaksegError(f"bad classifier configuration: {e}") from e
-    if job.pretrained:
-        load_pretrained_backbone(model, job.pretrained)
-        model.freeze_for_pretrained()
+    model = build_classifier(job, classes, device)
     cache = ImageCache(train_set)
     labels = {i: torch.from_numpy(train_set.labels(i)) for i in train_set.ids}
     if not any(float(v.sum()) > 0 for v in labels.values()):
@@ -99,19 +132,29 @@ def train_classifier(job: ClassifierJob, device: torch.device, progress: bool = 
 
     loader = EpochLoader(len(train_set.ids), make_sample, job.train.batch_size, seed=job.train.seed)
 
-    def loss_fn(model: CAMClassifier, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        logits = model(batch["image"].to(device))
-        return F.multilabel_soft_margin_loss(logits, batch["target"].to(device)), {"n": len(batch["image"])}
-
     def save(model: CAMClassifier, extra: dict) -> None:
         save_classifier(job.out / WEIGHTS_NAME, model, classes, extra)
 
     on_epoch_end = (lambda m, e: classification_metrics(m, val_set, device)) if val_set and val_set.ids else None
-    run_info = {"kind": "classifier", "data": str(Path(job.data).resolve()), "split": job.split, "arch": job.arch,
-                "output_stride": job.output_stride, "head": job.head, "crop": job.crop,
+    cfg = model.config
+    run_info = {"kind": "classifier", "data": str(Path(job.data).resolve()), "split": job.split, "arch": cfg.arch,
+                "output_stride": cfg.output_stride, "head": cfg.head, "crop": job.crop,
                 "scale_range": list(job.scale_range), "pretrained": job.pretrained, "classes": classes}
-    if job.head == "fickle":
-        run_info.update(fickle_kernel=job.fickle_kernel, fickle_drop=job.fickle_drop)
-    head = list(model.classifier.parameters())
-    return fit(model, loader, loss_fn, job.train, job.out, save, device=device, head_params=head,
-               run_info=run_info, progress=progress, on_epoch_end=on_epoch_end)
+    if cfg.head == "fickle":
+        run_info.update(fickle_kernel=cfg.fickle_kernel, fickle_drop=cfg.fickle_drop)
+    if job.init is not None:
+        run_info["init_sha256"] = file_sha256(job.init)
+    return ClassifierSetup(train_set, val_set, classes, model, cache, labels, loader, save, on_epoch_end, run_info,
+                           list(model.classifier.parameters()))
+
+
+def train_classifier(job: ClassifierJob, device: torch.device, progress: bool = True) -> FitResult:
+    """Train (or resume) a CAM classifier; writes <out>/model.safetensors, resume.pt and run.json."""
+    setup = prepare_classifier(job, device)
+
+    def loss_fn(model: CAMClassifier, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        logits = model(batch["image"].to(device))
+        return F.multilabel_soft_margin_loss(logits, batch["target"].to(device)), {"n": len(batch["image"])}
+
+    return fit(setup.model, setup.loader, loss_fn, job.train, job.out, setup.save, device=device,
+               head_params=setup.head_params, run_info=setup.run_info, progress=progress, on_epoch_end=setup.on_epoch_end)

@@ -121,20 +121,27 @@ class CAMClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Multi-label logits [N, C]."""
-        feats = self.features(x)
+        return self.logits_from_features(self.features(x))
+
+    def logits_from_features(self, feats: torch.Tensor) -> torch.Tensor:
+        """Multi-label logits [N, C] from a feature map f(x) (GAP then the head; the head's own path for FickleNet)."""
         if self.config.head == "cam":
             return self.classifier(F.adaptive_avg_pool2d(feats, 1)).flatten(1)
         return self.class_maps(feats).mean(dim=(2, 3))
 
     def freeze_for_pretrained(self) -> None:
         """IRN's recipe when starting from pretrained weights: freeze the stem and BatchNorm layers."""
-        self._bn_frozen = True
         for p in self.stem.parameters():
             p.requires_grad_(False)
         for m in self.modules():
             if isinstance(m, nn.BatchNorm2d):
                 for p in m.parameters():
                     p.requires_grad_(False)
+        self.freeze_batchnorm_stats()
+
+    def freeze_batchnorm_stats(self) -> None:
+        """Keep every BatchNorm layer in eval mode (its running statistics) from now on, also under train()."""
+        self._bn_frozen = True
         self.train(self.training)
 
     def train(self, mode: bool = True) -> "CAMClassifier":

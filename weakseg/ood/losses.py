@@ -1,0 +1,135 @@
+"""W-OoD losses (Eqs. 4.1-4.4): distances to cluster centres, the top-tau% closest OoD clusters, L_d, and the
+classification loss with BCE against the zero vector on OoD images.
+
+The text's L_d for one in-distribution image x with multi-hot y is
+    L_d = sum_{c: y_c=1} d(x, P^in_c) - sum_{k in top-tau%} d(x, P^ood_k),   d = ||z(x) - p||_2   (4.1, 4.2)
+averaged over the batch. The authors' code differs (WoodLossConfig.code()): the pull term is a mean over the
+B x C matrix times C/K ("20/K"), the push term a mean over the B x K matrix, and the closest tau% are chosen
+over the whole batch's distance matrix rather than per image.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+import torch
+import torch.nn.functional as F
+
+from weakseg.errors import WeaksegError
+
+
+@dataclass(frozen=True)
+class WoodLossConfig:
+    """Hyper-parameters of L = L_cls + lambda L_d; the defaults are the dissertation's text."""
+
+    lam: float = 0.007  # lambda of Eq. 4.4
+    tau: float = 0.2  # share of the OoD clusters counted as "closest" in Eq. 4.2
+    k_max: int = 50  # K = min(k_max, number of OoD images)
+    ood_weight: float = 1.0  # weight of BCE(F(x_ood), 0) in Eq. 4.3 (authors' code: 0.25)
+    pull: bool = True  # L_d's in-distribution term (Table 4.5 "L_d on D_in")
+    push: bool = True  # L_d's OoD term (Table 4.5 "L_d on D_ood")
+    distance: str = "euclidean"  # euclidean (Eq. 4.1) | squared
+    reduction: str = "sum"  # sum (Eq. 4.2) | mean (authors' code: means over the B x C and B x K matrices)
+    in_scale: str = "one"  # one | classes_over_k (authors' code: pull term times |C|/K)
+    scope: str = "image"  # image (top-tau% per image) | batch (authors' code: over the batch's whole matrix)
+
+    def validate(self) -> "WoodLossConfig":
+        """Raise WeaksegError on a value outside its range; return self."""
+        checks = [(self.lam >= 0, "lambda must be >= 0"), (0 < self.tau <= 1, "tau must be in (0, 1]"),
+                  (self.k_max >= 1, "K must be >= 1"), (self.ood_weight >= 0, "the OoD loss weight must be >= 0"),
+                  (self.distance in ("euclidean", "squared"), "distance must be euclidean or squared"),
+                  (self.reduction in ("sum", "mean"), "reduction must be sum or mean"),
+                  (self.in_scale in ("one", "classes_over_k"), "in-scale must be one or classes_over_k"),
+                  (self.scope in ("image", "batch"), "scope must be image or batch")]
+        for ok, msg in checks:
+            if not ok:
+                raise WeaksegError(f"W-OoD: {msg}")
+        return self
+
+    @classmethod
+    def code(cls, **overrides: object) -> "WoodLossConfig":
+        """The authors' code's choices (OoD weight 0.25, mean reduction, |C|/K pull scale, batch-wide top-tau)."""
+        return replace(cls(ood_weight=0.25, reduction="mean", in_scale="classes_over_k", scope="batch"), **overrides)
+
+    def to_dict(self) -> dict:
+        """Plain-dict form for run records."""
+        return asdict(self)
+
+
+def num_clusters(n_ood: int, k_max: int = 50) -> int:
+    """K = min(k_max, number of OoD images); at least one OoD image is needed."""
+    if n_ood < 1:
+        raise WeaksegError("W-OoD needs at least one OoD image")
+    return min(k_max, n_ood)
+
+
+def cluster_distances(z: torch.Tensor, centres: torch.Tensor, distance: str = "euclidean") -> torch.Tensor:
+    """d(x, P_k) for every row of z [B, D] and centre [K, D]: ||z - p_k||_2 (Eq. 4.1) or its square, [B, K]."""
+    sq = (z[:, None, :] - centres[None, :, :].to(z.dtype)).pow(2).sum(-1)
+    if distance == "squared":
+        return sq
+    return sq.clamp_min(1e-12).sqrt()  # finite gradient where z sits on a centre
+
+
+def top_tau_count(k: int, tau: float) -> int:
+    """|K| of Eq. 4.2: the number of OoD clusters among the top tau share (ceil, at least one)."""
+    return max(1, min(k, math.ceil(tau * k - 1e-9)))
+
+
+def top_tau_mask(d: torch.Tensor, tau: float, scope: str = "image") -> torch.Tensor:
+    """Boolean mask [B, K] of the closest tau share of clusters: per row (image), or over the whole matrix (batch)."""
+    b, k = d.shape
+    if scope == "batch":
+        n = top_tau_count(b * k, tau)
+        idx = torch.topk(d.detach().flatten(), n, largest=False, sorted=False).indices
+        mask = torch.zeros(b * k, dtype=torch.bool, device=d.device)
+        mask[idx] = True
+        return mask.view(b, k)
+    n = top_tau_count(k, tau)
+    idx = torch.topk(d.detach(), n, dim=1, largest=False, sorted=False).indices
+    return torch.zeros_like(d, dtype=torch.bool).scatter_(1, idx, True)
+
+
+def distance_loss(z: torch.Tensor, y: torch.Tensor, in_centres: torch.Tensor | None, ood_centres: torch.Tensor | None,
+                  cfg: WoodLossConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """L_d (Eq. 4.2) averaged over the batch of in-distribution features z [B, D] with labels y [B, C]."""
+    zero = z.sum() * 0.0
+    pull, push = zero, zero
+    if cfg.pull:
+        if in_centres is None:
+            raise WeaksegError("W-OoD: the pull term needs in-distribution centres")
+        d_in = cluster_distances(z, in_centres, cfg.distance) * (y > 0)
+        pull = d_in.mean(1) if cfg.reduction == "mean" else d_in.sum(1)
+        if cfg.in_scale == "classes_over_k":
+            pull = pull * (in_centres.shape[0] / (ood_centres.shape[0] if ood_centres is not None else cfg.k_max))
+        pull = pull.mean()
+    if cfg.push:
+        if ood_centres is None:
+            raise WeaksegError("W-OoD: the push term needs OoD centres")
+        d_ood = cluster_distances(z, ood_centres, cfg.distance)
+        sel = d_ood * top_tau_mask(d_ood, cfg.tau, cfg.scope)
+        push = (sel.mean(1) if cfg.reduction == "mean" else sel.sum(1)).mean()
+    loss = pull - push
+    return loss, {"l_d": float(loss.detach()), "pull": float(pull.detach()), "push": float(push.detach())}
+
+
+def classification_loss(logits_in: torch.Tensor, y: torch.Tensor, logits_ood: torch.Tensor | None,
+                        ood_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """L_cls (Eq. 4.3): class-mean BCE against y on in-distribution logits plus BCE against 0 on OoD logits."""
+    cls_in = F.multilabel_soft_margin_loss(logits_in, y)
+    if logits_ood is None or ood_weight == 0 or logits_ood.shape[0] == 0:
+        return cls_in, {"cls_in": float(cls_in.detach()), "cls_ood": 0.0}
+    cls_ood = F.multilabel_soft_margin_loss(logits_ood, torch.zeros_like(logits_ood))
+    return cls_in + ood_weight * cls_ood, {"cls_in": float(cls_in.detach()), "cls_ood": float(cls_ood.detach())}
+
+
+def wood_loss(logits_in: torch.Tensor, z_in: torch.Tensor, y: torch.Tensor, logits_ood: torch.Tensor | None,
+              in_centres: torch.Tensor | None, ood_centres: torch.Tensor | None,
+              cfg: WoodLossConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """L = L_cls + lambda L_d (Eq. 4.4) with the parts as floats."""
+    cls, parts = classification_loss(logits_in, y, logits_ood, cfg.ood_weight)
+    if cfg.lam > 0 and (cfg.pull or cfg.push):
+        ld, dparts = distance_loss(z_in, y, in_centres, ood_centres, cfg)
+        return cls + cfg.lam * ld, {**parts, **dparts}
+    return cls, parts
