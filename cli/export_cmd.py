@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-queue-delay-us", type=int, default=2000, help="how long the batcher waits to fill a batch")
     p.add_argument("--tolerance", type=float, default=1e-4, help="parity: max abs logits difference onnxruntime vs PyTorch")
     p.add_argument("--force", action="store_true", help="overwrite an existing version")
+    p.add_argument("--python-backend-repo", type=Path, default=None, metavar="DIR",
+                   help="also write a python-backend variant of the entry to DIR/<name> (model.py runs the ONNX with "
+                        "onnxruntime on CPU; for Triton builds without the ONNX Runtime backend, e.g. nvidia-pytriton's)")
     add_threads(p)
     p.set_defaults(func=run)
 
@@ -48,5 +51,11 @@ def run(args: argparse.Namespace) -> int:
     options = ExportOptions(version=args.version, input_size=args.input_size, serving=serving,
                             tolerance=args.tolerance, force=args.force)
     result = export_model(args.model, args.repo, args.name, options)
-    print(json.dumps(result.to_json()))
+    summary = result.to_json()
+    if args.python_backend_repo is not None:
+        from weakseg.export.python_backend import write_python_backend_entry
+
+        summary["python_backend"] = str(write_python_backend_entry(result.model_dir, args.python_backend_repo,
+                                                                   versions=[args.version], force=args.force))
+    print(json.dumps(summary))
     return 0
