@@ -17,6 +17,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from serving.backends.base import Backend, ModelInfo, invalid
 from serving.backends.embedded import KSERVE_DTYPES
+from serving.images import ImageLimits
 from serving.metrics import ServingMetrics
 from serving.rpc import rpc, time_left
 
@@ -76,8 +77,10 @@ def model_config(info: ModelInfo) -> mc.ModelConfig:
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     """KServe v2 over one backend; model names are the repository entry names."""
 
-    def __init__(self, backend: Backend, metrics: ServingMetrics, version: str, accepting: Callable[[], bool]) -> None:
+    def __init__(self, backend: Backend, metrics: ServingMetrics, version: str, accepting: Callable[[], bool],
+                 limits: ImageLimits = ImageLimits()) -> None:
         self.backend, self.metrics, self.version, self._accepting = backend, metrics, version, accepting
+        self.limits = limits
 
     def _ready(self) -> bool:
         return self._accepting() and self.backend.ready()
@@ -133,6 +136,9 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             raise invalid(f"input names repeat: {names}")
         inputs = {t.name: input_array(t, request.raw_input_contents[i] if request.raw_input_contents else None)
                   for i, t in enumerate(request.inputs)}
+        for array in inputs.values():
+            if array.ndim == 4 and array.shape[-1] == 3:  # NHWC images: the same size limits as the domain API
+                self.limits.check(array.shape[1], array.shape[2])
         wanted = [o.name for o in request.outputs] or [t.name for t in info.outputs]
         outputs = self.backend.infer(info.name, inputs, wanted, version=request.model_version,
                                      timeout=time_left(context))

@@ -52,6 +52,40 @@ def request_id(request: Any, context: grpc.ServicerContext) -> str:
     return str(rid)[:128] or uuid.uuid4().hex
 
 
+class Malformed:
+    """Stands in for a request whose bytes do not parse as the RPC's message."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def ByteSize(self) -> int:  # noqa: N802 - the protobuf spelling, for metrics
+        return 0
+
+
+def _tolerant(deserializer: Callable):
+    def parse(data: bytes):
+        try:
+            return deserializer(data)
+        except Exception as e:  # protobuf DecodeError and friends
+            return Malformed(e)
+
+    return parse
+
+
+class MalformedRequestInterceptor(grpc.ServerInterceptor):
+    """Lets unparsable request bytes reach the `rpc` wrapper (INVALID_ARGUMENT) instead of gRPC's INTERNAL."""
+
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        self.prefixes = prefixes
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or not handler.unary_unary or not (handler_call_details.method or "").startswith(self.prefixes):
+            return handler
+        return grpc.unary_unary_rpc_method_handler(handler.unary_unary, _tolerant(handler.request_deserializer),
+                                                   handler.response_serializer)
+
+
 def time_left(context: grpc.ServicerContext) -> float | None:
     """Seconds until the call's deadline, or None when the client set none."""
     left = context.time_remaining()
@@ -76,6 +110,9 @@ def rpc(name: str) -> Callable:
             context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
             code, message, response = grpc.StatusCode.OK, "", None
             try:
+                if isinstance(request, Malformed):
+                    raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                                       f"request bytes do not parse as the {name} request message ({request.error})")
                 response = f(self, request, context, rid)
             except ServingError as e:
                 code, message = e.code, e.message

@@ -27,6 +27,7 @@ from serving.explain import GradientExplainer, GradientLimits
 from serving.images import ImageLimits
 from serving.kserve import InferenceService
 from serving.metrics import ServingMetrics
+from serving.rpc import MalformedRequestInterceptor
 
 DOMAIN_SERVICE = pb.DESCRIPTOR.services_by_name["SegmentationService"].full_name
 KSERVE_SERVICE = kserve_pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
@@ -70,6 +71,7 @@ class WeaksegServer:
         self.metrics_port: int | None = None
         self._stopping = threading.Event()
         interceptors = [ApiKeyInterceptor(config.api_keys)] if config.api_keys else []
+        interceptors.append(MalformedRequestInterceptor((f"/{DOMAIN_SERVICE}/", f"/{KSERVE_SERVICE}/")))
         self._server = grpc.server(ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc"),
                                    interceptors=interceptors, options=message_options(config.max_message_bytes),
                                    maximum_concurrent_rpcs=config.max_concurrent_rpcs)
@@ -77,7 +79,8 @@ class WeaksegServer:
         pb_grpc.add_SegmentationServiceServicer_to_server(
             SegmentationService(backend, self.metrics, config.images, explainer), self._server)
         kserve_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceService(backend, self.metrics, version or __version__, lambda: not self._stopping.is_set()),
+            InferenceService(backend, self.metrics, version or __version__, lambda: not self._stopping.is_set(),
+                             config.images),
             self._server)
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
