@@ -67,6 +67,7 @@ class WeaksegServer:
 
         self.backend, self.config = backend, config
         self.metrics = ServingMetrics()
+        backend.set_batch_observer(self.metrics.observe_batch)
         self.port: int | None = None
         self.metrics_port: int | None = None
         self._stopping = threading.Event()

@@ -8,7 +8,7 @@ and the exported graphs' tensor names (`pixels` in; `logits` + `mask` or `logits
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,6 +88,9 @@ class Backend(ABC):
     def infer(self, name: str, inputs: dict[str, np.ndarray], outputs: Sequence[str], *, version: str = "",
               timeout: float | None = None) -> dict[str, np.ndarray]:
         """Run the model on batched inputs; return the requested outputs by name. Raises ServingError."""
+
+    def set_batch_observer(self, observe: Callable[[str, int, list[float]], None]) -> None:
+        """Receive (model, rows, queue seconds of each request) for every batch this backend forms itself."""
 
     def close(self) -> None:
         """Release sessions, threads and connections."""

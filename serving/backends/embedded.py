@@ -119,8 +119,7 @@ class EmbeddedBackend(Backend):
     supports_gradients = True
 
     def __init__(self, repo: str | Path, *, device: str = "auto", threads: int | None = None,
-                 batching: BatchingOptions | None = None, observe: ModelObserveFn | None = None,
-                 models: Sequence[str] = ()) -> None:
+                 batching: BatchingOptions | None = None, models: Sequence[str] = ()) -> None:
         """Load every entry of `repo` (or only `models`); `batching` overrides each config's knobs."""
         self.repo = Path(repo)
         if not self.repo.is_dir():
@@ -136,9 +135,10 @@ class EmbeddedBackend(Backend):
         self._providers, self._threads = _providers(device), threads
         self._models: dict[str, _LoadedModel] = {}
         self._ready = threading.Event()
+        self._observe: ModelObserveFn | None = None
         try:
             for entry in entries:
-                loaded = self._load(entry, batching, observe)
+                loaded = self._load(entry, batching)
                 self._models[loaded.info.name] = loaded
             for loaded in self._models.values():
                 self._warm_up(loaded)
@@ -147,7 +147,7 @@ class EmbeddedBackend(Backend):
             raise
         self._ready.set()
 
-    def _load(self, entry: Path, batching: BatchingOptions | None, observe: ModelObserveFn | None) -> _LoadedModel:
+    def _load(self, entry: Path, batching: BatchingOptions | None) -> _LoadedModel:
         from weakseg.export.onnx_export import ort_session
 
         config = read_config(entry)
@@ -168,7 +168,10 @@ class EmbeddedBackend(Backend):
         def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             return dict(zip(names, session.run(names, inputs)))
 
-        hook = (lambda n, waits, _name=info.name: observe(_name, n, waits)) if observe else None
+        def hook(rows: int, waits: list[float], _name: str = info.name) -> None:
+            if self._observe is not None:
+                self._observe(_name, rows, waits)
+
         return _LoadedModel(info, config, session, DynamicBatcher(info.name, run, batching, hook), names)
 
     @staticmethod
@@ -179,6 +182,10 @@ class EmbeddedBackend(Backend):
                 dtype = KSERVE_DTYPES[_TRITON_TO_KSERVE[model_config_pb2.DataType.Name(spec.data_type)]]
                 inputs[name] = np.zeros((max(1, sample.batch_size), *spec.dims), dtype=dtype)
             loaded.session.run(loaded.output_names, inputs)
+
+    def set_batch_observer(self, observe: ModelObserveFn) -> None:
+        """Report every batch the dynamic batchers form (the server's metrics)."""
+        self._observe = observe
 
     def models(self) -> list[ModelInfo]:
         """Every loaded model."""
