@@ -6,11 +6,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
-import onnxruntime as ort
 import pytest
 
 from serving.backends.base import ServingError, TensorMeta
 from serving.backends.triton import TritonBackend
+from tests.serving_repo import ort_run
 from tests.triton_server import (CAM_LABELS, SEG_LABELS, free_port, triton_env, triton_models,  # noqa: F401 (fixtures)
                                  triton_server)
 
@@ -23,13 +23,6 @@ def backend(triton_server):
     b = TritonBackend(triton_server.url, timeout=60.0)
     yield b
     b.close()
-
-
-def direct(models, name: str, pixels: np.ndarray) -> dict[str, np.ndarray]:
-    """onnxruntime (this venv, CPU) on the exported model.onnx itself."""
-    session = ort.InferenceSession(str(models.onnx_repo / name / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, {"pixels": pixels})))
 
 
 def pixels(seed: int, batch: int, height: int, width: int) -> np.ndarray:
@@ -59,12 +52,12 @@ def test_catalogue_and_readiness(backend):
 def test_segmenter_and_classifier_outputs_equal_onnxruntime(backend, triton_models):
     x = pixels(1, 1, 72, 96)
     out = backend.infer("seg", {"pixels": x}, ["logits", "mask"])
-    ref = direct(triton_models, "seg", x)
+    ref = ort_run(triton_models.onnx_repo, "seg", x)
     assert out["mask"].dtype == np.uint8 and np.array_equal(out["mask"], ref["mask"])
     assert out["logits"].shape == (1, 3, 72, 96) and np.abs(out["logits"] - ref["logits"]).max() < 1e-4
     x = pixels(2, 2, 64, 80)
     out = backend.infer("cam", {"pixels": x}, ["logits", "cams"])
-    ref = direct(triton_models, "cam", x)
+    ref = ort_run(triton_models.onnx_repo, "cam", x)
     assert out["cams"].shape == (2, 3, 64, 80) and np.abs(out["cams"] - ref["cams"]).max() < 1e-4
     assert np.abs(out["logits"] - ref["logits"]).max() < 1e-4
     only_mask = backend.infer("seg", {"pixels": x}, ["mask"])
@@ -81,7 +74,7 @@ def test_concurrent_requests_are_batched_and_split_back_correctly(backend, trito
     with ThreadPoolExecutor(12) as pool:
         results = list(pool.map(lambda x: backend.infer("seg", {"pixels": x}, ["logits", "mask"]), requests))
     for x, out in zip(requests, results):
-        ref = direct(triton_models, "seg", x)
+        ref = ort_run(triton_models.onnx_repo, "seg", x)
         assert np.abs(out["logits"] - ref["logits"]).max() < 1e-4
         assert_mask_matches(out["mask"], ref)
     after = stats.get_inference_statistics("seg").model_stats[0]
@@ -95,7 +88,7 @@ def test_messages_over_4_mib_pass_and_the_limit_is_applied(backend, triton_serve
     big = pixels(3, 1, 1200, 1200)  # 4.3 MB of input, over gRPC's 4 MiB default
     assert big.nbytes > 4 * 1024 * 1024
     out = backend.infer("seg", {"pixels": big}, ["mask"])
-    assert np.array_equal(out["mask"], direct(triton_models, "seg", big)["mask"])
+    assert np.array_equal(out["mask"], ort_run(triton_models.onnx_repo, "seg", big)["mask"])
     small = TritonBackend(triton_server.url, max_message_bytes=1024 * 1024)
     try:
         with pytest.raises(ServingError) as e:

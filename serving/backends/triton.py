@@ -110,6 +110,7 @@ class TritonBackend(Backend):
         self._lock = threading.Lock()
         self._catalogue: list[ModelInfo] | None = None
         self._fetched_at = 0.0
+        self._configs: dict[tuple[str, str], ModelInfo | None] = {}  # a loaded version's config does not change
 
     def _fetch_catalogue(self) -> list[ModelInfo]:
         """The weakseg models Triton has READY now (highest ready version of each), from index and configs."""
@@ -119,13 +120,14 @@ class TritonBackend(Backend):
             if entry.state == "READY" and entry.version.isdigit():
                 if entry.name not in latest or int(entry.version) > int(latest[entry.name]):
                     latest[entry.name] = entry.version
+        self._configs = {k: v for k, v in self._configs.items() if latest.get(k[0]) == k[1]}
         found = []
-        for name, version in sorted(latest.items()):
-            response = self._client.get_model_config(name, version, headers=self._headers,
-                                                     client_timeout=self.health_timeout)
-            info = info_from_config(response.config, version)
-            if info is not None:
-                found.append(info)
+        for key in sorted(latest.items()):
+            if key not in self._configs:
+                response = self._client.get_model_config(*key, headers=self._headers, client_timeout=self.health_timeout)
+                self._configs[key] = info_from_config(response.config, key[1])
+            if self._configs[key] is not None:
+                found.append(self._configs[key])
         return found
 
     def refresh(self, force: bool = True) -> list[ModelInfo]:
