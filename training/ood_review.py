@@ -234,6 +234,8 @@ class ReviewServer:
                         self._json(HTTPStatus.NOT_FOUND, {"error": "unknown candidate"})
                     else:
                         self._send(HTTPStatus.OK, data, "image/jpeg")
+                elif self.path == "/favicon.ico":
+                    self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
                 else:
                     self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
 

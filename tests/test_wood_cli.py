@@ -1,0 +1,74 @@
+"""W-OoD end to end through the CLI on the tiny benchmark: mine -> review --oracle -> train classifier --ood ->
+the checkpoint is an ordinary classifier that `weakseg pseudo --method cam` uses."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from cli.main import main
+from training.wood import CENTRES_NAME
+from weakseg.models.classifier_io import load_classifier
+from weakseg.ood.pool import read_truth
+
+
+def _last_json(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_mine_review_train_and_pseudo(tiny_synth, tiny_classifier, tmp_path, capsys):
+    torch.set_num_threads(2)
+    mine = tmp_path / "mine"
+    assert main(["ood", "mine", "--model", str(tiny_classifier), "--pool", str(tiny_synth / "OoD"), "--out", str(mine),
+                 "--threshold", "0", "--device", "cpu"]) == 0
+    summary = _last_json(capsys.readouterr().out)
+    assert summary["pool_images"] == summary["candidates"] == 8
+
+    strict = tmp_path / "mine_strict"
+    assert main(["ood", "mine", "--model", str(tiny_classifier), "--pool", str(tiny_synth / "OoD"), "--out", str(strict),
+                 "--threshold", "0.6", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    with (strict / "scores.csv").open() as f:
+        above = {r["image"] for r in csv.DictReader(f) if max(float(v) for k, v in r.items() if k != "image") >= 0.6}
+    with (strict / "candidates.csv").open() as f:
+        assert {r["image"] for r in csv.DictReader(f)} == above
+
+    assert main(["ood", "review", "--candidates", str(mine), "--oracle"]) == 0
+    review = _last_json(capsys.readouterr().out)
+    truth = read_truth(tiny_synth / "OoD" / "truth.csv")
+    assert review["decided"] == 8 and review["kept"] == sum(not v for v in truth.values())
+    assert review["label_seconds"] == 8 * 20.0
+
+    run = tmp_path / "wood"
+    train = ["train", "classifier", "--data", str(tiny_synth), "--out", str(run), "--init", str(tiny_classifier),
+             "--ood", str(mine), "--epochs", "2", "--batch-size", "8", "--ood-batch-size", "4", "--crop", "64",
+             "--lr", "1e-4", "--val-split", "", "--device", "cpu", "--quiet"]
+    assert main(train) == 0
+    result = _last_json(capsys.readouterr().out)
+    assert result["epochs"] == 2 and result["cls_ood"] > 0 and "l_d" in result and "ood_fp" in result
+    record = json.loads((run / "run.json").read_text())
+    assert record["wood"]["loss"]["lam"] == 0.007 and len(record["wood"]["ood_images"]) == review["kept"]
+    assert torch.load(run / CENTRES_NAME, weights_only=True)["epoch"] == 1  # recomputed at the start of epoch 2
+    model, classes = load_classifier(run)
+    assert classes == load_classifier(tiny_classifier)[1]
+    assert main(train) == 0 and _last_json(capsys.readouterr().out)["resumed_from_epoch"] == 2  # finished: nothing to redo
+
+    out = tmp_path / "cam"
+    assert main(["pseudo", "--method", "cam", "--model", str(run), "--data", str(tiny_synth), "--split", "train",
+                 "--out", str(out), "--limit", "3", "--scales", "1.0", "--quiet", "--device", "cpu", "--workers", "0"]) == 0
+    assert _last_json(capsys.readouterr().out)["succeeded"] == 3
+
+
+def test_wood_input_errors_are_one_line(tiny_synth, tiny_classifier, tmp_path, capsys):
+    assert main(["train", "classifier", "--data", str(tiny_synth), "--out", str(tmp_path / "r"), "--ood", str(tmp_path),
+                 "--epochs", "1", "--device", "cpu"]) == 2
+    assert "--init" in capsys.readouterr().err
+    assert main(["ood", "review", "--candidates", str(tmp_path), "--oracle"]) == 2
+    assert "mine.json" in capsys.readouterr().err
+    assert main(["ood", "mine", "--model", str(tiny_classifier), "--pool", str(tmp_path / "none"), "--out",
+                 str(tmp_path / "m"), "--device", "cpu"]) == 2
+    assert "OoD pool folder not found" in capsys.readouterr().err

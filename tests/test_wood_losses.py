@@ -1,0 +1,104 @@
+"""W-OoD losses on hand-made features: L_d equals Eq. 4.2, the top-tau% selection, K, and BCE against zeros."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from weakseg.errors import WeaksegError
+from weakseg.ood.losses import (WoodLossConfig, classification_loss, cluster_distances, distance_loss, num_clusters,
+                                top_tau_count, top_tau_mask, wood_loss)
+
+
+def _hand_made():
+    """Two 2-d features, 3 class centres, 5 OoD centres with easy distances."""
+    z = torch.tensor([[0.0, 0.0], [3.0, 4.0]], dtype=torch.float64)
+    y = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
+    p_in = torch.tensor([[3.0, 4.0], [3.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    p_ood = torch.tensor([[1.0, 0.0], [0.0, 2.0], [6.0, 8.0], [-3.0, 0.0], [10.0, 0.0]], dtype=torch.float64)
+    return z, y, p_in, p_ood
+
+
+def _euclid(a, b):
+    return math.dist(a.tolist(), b.tolist())
+
+
+def test_distance_loss_equals_the_formula_on_hand_made_features():
+    z, y, p_in, p_ood = _hand_made()
+    cfg = WoodLossConfig(tau=0.4)  # 40% of K=5 -> the 2 closest OoD clusters
+    loss, parts = distance_loss(z, y, p_in, p_ood, cfg)
+    expected = []
+    for b in range(2):
+        pull = sum(_euclid(z[b], p_in[c]) for c in range(3) if y[b, c] == 1)
+        push = sum(sorted(_euclid(z[b], p) for p in p_ood)[:2])
+        expected.append(pull - push)
+    # image 0: pull 5 + 1 = 6, push 1 + 2 = 3; image 1: pull 4, push sqrt(13) (to 0,2) + sqrt(20) (to 1,0)
+    assert expected[0] == pytest.approx(3.0)
+    assert float(loss) == pytest.approx(sum(expected) / 2, abs=1e-9)
+    assert parts["pull"] == pytest.approx((6 + 4) / 2) and parts["push"] == pytest.approx((3 + math.sqrt(13) + math.sqrt(20)) / 2)
+
+
+def test_code_variant_reduces_by_means_and_scales_the_pull_term():
+    z, y, p_in, p_ood = _hand_made()
+    cfg = WoodLossConfig.code(tau=0.4)
+    loss, _ = distance_loss(z, y, p_in, p_ood, cfg)
+    d_in = cluster_distances(z, p_in) * y
+    d_ood = cluster_distances(z, p_ood)
+    flat = d_ood.flatten()
+    keep = flat <= torch.sort(flat).values[top_tau_count(flat.numel(), 0.4) - 1]  # 4 smallest of the 10 entries
+    expected = d_in.mean() * (3 / 5) - (flat * keep).sum() / flat.numel()
+    assert float(loss) == pytest.approx(float(expected), abs=1e-9)
+
+
+def test_top_tau_selection_picks_the_nearest_clusters():
+    d = torch.tensor([[5.0, 1.0, 4.0, 2.0, 3.0, 9.0, 8.0, 7.0, 6.0, 0.5]])
+    mask = top_tau_mask(d, 0.2)  # 20% of 10 -> 2
+    assert mask.sum() == 2 and mask[0, 9] and mask[0, 1]
+    mask = top_tau_mask(d, 0.35)  # ceil(3.5) -> 4
+    assert torch.nonzero(mask[0])[:, 0].tolist() == [1, 3, 4, 9]
+    assert top_tau_mask(d, 0.01).sum() == 1  # at least one cluster
+    batch = torch.tensor([[1.0, 9.0], [2.0, 0.1]])
+    assert top_tau_mask(batch, 0.5, scope="batch").tolist() == [[True, False], [False, True]]
+    assert top_tau_mask(batch, 0.5, scope="image").tolist() == [[True, False], [False, True]]
+    assert top_tau_mask(torch.tensor([[1.0, 2.0], [3.0, 4.0]]), 0.5, scope="batch").tolist() == [[True, True], [False, False]]
+
+
+def test_k_shrinks_when_there_are_fewer_ood_images_than_clusters():
+    assert num_clusters(500) == 50
+    assert num_clusters(12) == 12
+    assert num_clusters(12, k_max=5) == 5
+    with pytest.raises(WeaksegError):
+        num_clusters(0)
+    assert top_tau_count(12, 0.2) == 3 and top_tau_count(50, 0.2) == 10
+
+
+def test_ood_images_contribute_bce_against_zeros():
+    torch.manual_seed(0)
+    logits_in, y = torch.randn(3, 4), torch.tensor([[1.0, 0, 0, 1], [0, 1, 0, 0], [0, 0, 1, 0]])
+    logits_ood = torch.randn(2, 4, requires_grad=True)
+    total, parts = classification_loss(logits_in, y, logits_ood, ood_weight=0.25)
+    bce_zero = F.binary_cross_entropy_with_logits(logits_ood, torch.zeros(2, 4))  # mean over images and classes
+    assert parts["cls_ood"] == pytest.approx(float(bce_zero.detach()), rel=1e-6)
+    assert float(total.detach()) == pytest.approx(float(F.binary_cross_entropy_with_logits(logits_in, y) + 0.25 * bce_zero.detach()), rel=1e-6)
+    total.backward()
+    assert (logits_ood.grad > 0).all()  # every OoD logit is pushed down, towards p = 0
+    without, _ = classification_loss(logits_in, y, None)
+    assert float(without) == pytest.approx(parts["cls_in"], rel=1e-6)
+
+
+def test_total_loss_adds_lambda_times_l_d_and_gradients_reach_the_features():
+    z, y, p_in, p_ood = _hand_made()
+    z = z.clone().requires_grad_(True)
+    logits = torch.zeros(2, 3, dtype=torch.float64)
+    cfg = WoodLossConfig(lam=0.5, tau=0.4)
+    loss, parts = wood_loss(logits, z, y, None, p_in, p_ood, cfg)
+    assert float(loss.detach()) == pytest.approx(parts["cls_in"] + 0.5 * parts["l_d"], abs=1e-9)
+    loss.backward()
+    assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+    off = wood_loss(logits, z, y, None, None, None, WoodLossConfig(pull=False, push=False))[1]
+    assert "l_d" not in off
+    with pytest.raises(WeaksegError):
+        WoodLossConfig(tau=0).validate()
