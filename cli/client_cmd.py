@@ -14,7 +14,7 @@ from weakseg.errors import WeaksegError
 
 def _connection_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server", default="127.0.0.1:8001", help="host:port of a weakseg server")
-    p.add_argument("--api-key-file", type=Path, default=None, help="file whose first line is the API key")
+    p.add_argument("--api-key-file", type=Path, default=None, help="file holding the API key (its first non-comment line)")
     p.add_argument("--tls-ca", type=Path, default=None, help="CA certificate of the server (turns TLS on)")
     p.add_argument("--tls-cert", type=Path, default=None, help="client certificate for mutual TLS")
     p.add_argument("--tls-key", type=Path, default=None, help="client key for mutual TLS")
@@ -62,13 +62,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _client(args: argparse.Namespace):
+    from serving.auth import first_key
     from serving.client import Client, ClientOptions
 
     key = None
     if args.api_key_file is not None:
         if not args.api_key_file.is_file():
             raise WeaksegError(f"{args.api_key_file}: file not found")
-        key = args.api_key_file.read_text().splitlines()[0].strip() if args.api_key_file.read_text().strip() else None
+        try:
+            key = first_key(args.api_key_file)
+        except ValueError as e:
+            raise WeaksegError(str(e)) from e
     return Client(ClientOptions(address=args.server, api_key=key, tls_ca=args.tls_ca, tls_cert=args.tls_cert,
                                 tls_key=args.tls_key, timeout_s=args.timeout))
 

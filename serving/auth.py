@@ -12,13 +12,22 @@ import grpc
 EXEMPT_PREFIXES = ("/grpc.health.v1.Health/",)
 
 
-def read_keys(path: str | Path) -> frozenset[str]:
-    """API keys from a file, one per line (blank lines and # comments ignored)."""
-    lines = Path(path).read_text().splitlines()
-    keys = frozenset(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
+def _key_lines(path: str | Path) -> list[str]:
+    lines = [line.strip() for line in Path(path).read_text().splitlines()]
+    keys = [line for line in lines if line and not line.startswith("#")]
     if not keys:
         raise ValueError(f"{path}: no API keys in the file")
     return keys
+
+
+def read_keys(path: str | Path) -> frozenset[str]:
+    """API keys from a file, one per line (blank lines and # comments ignored)."""
+    return frozenset(_key_lines(path))
+
+
+def first_key(path: str | Path) -> str:
+    """The first key of such a file (what a client sends)."""
+    return _key_lines(path)[0]
 
 
 def presented_key(metadata: Iterable[tuple[str, str]]) -> str | None:
