@@ -62,3 +62,41 @@ def test_kserve_infer_through_weakseg_equals_onnxruntime(gateway, triton_models,
         assert np.abs(out.as_numpy("logits") - ref["logits"]).max() < 1e-4
     finally:
         client.close()
+
+
+def test_readiness_follows_triton_down_and_back(triton_models, triton_env, tmp_path):
+    """A Triton of its own: stopped, the backend is not ready and infer is UNAVAILABLE, the gateway's health
+    turns NOT_SERVING; restarted on the same port, both recover without restarting weakseg."""
+    import time
+
+    from serving.backends.base import ServingError
+    from tests.triton_server import TritonServer
+
+    triton = TritonServer(triton_models.python_repo, tmp_path / "triton.log", triton_env).start()
+    backend = TritonBackend(triton.url, timeout=30.0, health_timeout=1.0)
+    x = {"pixels": np.zeros((1, 64, 64, 3), np.uint8)}
+
+    def health(port: int) -> int:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
+
+    def wait_for(port: int, status: int, seconds: float = 20.0) -> int:
+        deadline = time.monotonic() + seconds
+        while (now := health(port)) != status and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return now
+
+    try:
+        with running_server(backend) as gateway:
+            assert wait_for(gateway.port, health_pb2.HealthCheckResponse.SERVING) == health_pb2.HealthCheckResponse.SERVING
+            triton.stop()
+            assert not backend.ready()
+            with pytest.raises(ServingError) as e:
+                backend.infer("seg", x, ["mask"])
+            assert e.value.code == grpc.StatusCode.UNAVAILABLE
+            assert wait_for(gateway.port, health_pb2.HealthCheckResponse.NOT_SERVING) == health_pb2.HealthCheckResponse.NOT_SERVING
+            triton.start(same_ports=True)
+            assert backend.ready() and backend.infer("seg", x, ["mask"])["mask"].shape == (1, 64, 64)
+            assert wait_for(gateway.port, health_pb2.HealthCheckResponse.SERVING) == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        triton.stop()

@@ -88,10 +88,14 @@ class TritonServer:
                 "--strict-readiness=true", "--exit-on-error=true", "--exit-timeout-secs=10", "--log-verbose=0",
                 f"--backend-config=python,shm-region-prefix-name={prefix}"]
 
-    def start(self, timeout: float = 120.0, attempts: int = 3) -> "TritonServer":
-        """Start and wait until the server and its models are ready; retries on a lost port race."""
-        for _ in range(attempts):
-            self.grpc_port, self.http_port = free_port(), free_port()
+    def start(self, timeout: float = 120.0, attempts: int = 3, same_ports: bool = False) -> "TritonServer":
+        """Start and wait until the server and its models are ready; retries on a lost port race.
+
+        same_ports: restart on the ports of the previous start (a client keeps its URL).
+        """
+        for _ in range(1 if same_ports else attempts):
+            if not same_ports:
+                self.grpc_port, self.http_port = free_port(), free_port()
             with open(self.log_path, "ab") as log:
                 self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=self._env(),
                                                 cwd=self.log_path.parent, start_new_session=True)
