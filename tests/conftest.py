@@ -60,3 +60,4 @@ def random_model(tiny_synth, tmp_path_factory) -> Path:
 
 
 from tests.serving_repo import serving_repo  # noqa: E402,F401  (session fixture shared by the serving tests)
+from tests.triton_server import triton_env, triton_models, triton_server  # noqa: E402,F401  (real Triton, session)
