@@ -8,7 +8,6 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from tests.triton_server import triton_models  # noqa: F401 (fixture)
 from weakseg.export import ExportError
 from weakseg.export.python_backend import MODEL_TEMPLATE, write_python_backend_entry
 

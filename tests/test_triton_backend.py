@@ -11,8 +11,7 @@ import pytest
 from serving.backends.base import ServingError, TensorMeta
 from serving.backends.triton import TritonBackend
 from tests.serving_repo import ort_run
-from tests.triton_server import (CAM_LABELS, SEG_LABELS, free_port, triton_env, triton_models,  # noqa: F401 (fixtures)
-                                 triton_server)
+from tests.triton_server import CAM_LABELS, SEG_LABELS, free_port
 
 pytestmark = pytest.mark.timeout(600)
 

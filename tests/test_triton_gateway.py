@@ -12,7 +12,6 @@ from serving.api import segmentation_pb2 as pb
 from serving.api import segmentation_pb2_grpc as pb_grpc
 from serving.backends.triton import TritonBackend
 from tests.serving_repo import ort_run, raw_image, running_server
-from tests.triton_server import triton_env, triton_models, triton_server  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -95,7 +94,11 @@ def test_readiness_follows_triton_down_and_back(triton_models, triton_env, tmp_p
                 backend.infer("seg", x, ["mask"])
             assert e.value.code == grpc.StatusCode.UNAVAILABLE
             assert wait_for(gateway.port, health_pb2.HealthCheckResponse.NOT_SERVING) == health_pb2.HealthCheckResponse.NOT_SERVING
+            time.sleep(3)  # down long enough for gRPC's reconnect backoff to grow to its cap
             triton.start(same_ports=True)
+            deadline = time.monotonic() + 5  # the backoff cap (2 s) plus slack
+            while not backend.ready() and time.monotonic() < deadline:
+                time.sleep(0.1)
             assert backend.ready() and backend.infer("seg", x, ["mask"])["mask"].shape == (1, 64, 64)
             assert wait_for(gateway.port, health_pb2.HealthCheckResponse.SERVING) == health_pb2.HealthCheckResponse.SERVING
     finally:

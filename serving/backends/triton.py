@@ -90,12 +90,14 @@ class TritonBackend(Backend):
 
     def __init__(self, url: str, *, timeout: float = 30.0, health_timeout: float = 2.0,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, catalogue_ttl: float = 5.0,
+                 max_reconnect_backoff: float = 2.0,
                  headers: dict[str, str] | None = None, ssl: bool = False, root_certificates: str | None = None,
                  private_key: str | None = None, certificate_chain: str | None = None) -> None:
         """Connect lazily to `url` (host:port of Triton's gRPC endpoint); nothing fails here if Triton is down yet.
 
         timeout: default per-request deadline (s); health_timeout: deadline of the readiness calls;
         max_message_bytes: gRPC send and receive limits; catalogue_ttl: how long the model list is reused;
+        max_reconnect_backoff: cap (s) of gRPC's reconnect backoff, so a Triton that comes back is seen soon;
         headers: sent with every call; ssl and the PEM file paths: TLS (mTLS with key and chain) to Triton.
         """
         if max_message_bytes < 1 or timeout <= 0 or health_timeout <= 0:
@@ -106,7 +108,10 @@ class TritonBackend(Backend):
             url, ssl=ssl, root_certificates=root_certificates, private_key=private_key,
             certificate_chain=certificate_chain,
             channel_args=[("grpc.max_send_message_length", max_message_bytes),
-                          ("grpc.max_receive_message_length", max_message_bytes)])
+                          ("grpc.max_receive_message_length", max_message_bytes),
+                          ("grpc.initial_reconnect_backoff_ms", 100),
+                          ("grpc.min_reconnect_backoff_ms", 100),
+                          ("grpc.max_reconnect_backoff_ms", max(100, int(max_reconnect_backoff * 1000)))])
         self._lock = threading.Lock()
         self._catalogue: list[ModelInfo] | None = None
         self._fetched_at = 0.0
