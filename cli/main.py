@@ -8,8 +8,10 @@ from collections.abc import Sequence
 
 from weakseg.errors import WeaksegError
 
-# Each module exposes `register(subparsers)`, which adds its parser(s) and sets `func` on them.
-# A module's parser's `func(args) -> int | None` runs the command; None means exit 0.
+# Each module `cli.<command>_cmd` exposes `register(subparsers)`, which adds the top-level command <command>
+# (and its subcommands) and sets `func` on them. A parser's `func(args) -> int | None` runs the command; None
+# means exit 0. Only the named command's module is imported when argv names one, so `weakseg serve` and
+# `weakseg client` start without loading PyTorch.
 SUBCOMMAND_MODULES = (
     "cli.synth_cmd",
     "cli.data_cmd",
@@ -25,8 +27,8 @@ SUBCOMMAND_MODULES = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the full `weakseg` argument parser from every subcommand module."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `weakseg` argument parser: every subcommand, or only `command`'s when it names one."""
     import importlib
 
     parser = argparse.ArgumentParser(
@@ -35,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in SUBCOMMAND_MODULES:
+    modules = [m for m in SUBCOMMAND_MODULES if m == f"cli.{command}_cmd"] or SUBCOMMAND_MODULES
+    for name in modules:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as e:  # a module another area has not landed yet
@@ -48,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `weakseg` console script."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     try:
         rc = args.func(args)

@@ -50,8 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _backend(args: argparse.Namespace):
     if args.backend == "triton":
         from serving.backends.triton import TritonBackend
+        from serving.server import MiB
 
-        return TritonBackend(args.triton_url)
+        return TritonBackend(args.triton_url, max_message_bytes=int(args.max_message_mb * MiB))
     from serving.backends.embedded import EmbeddedBackend, RepositoryError
     from serving.batching import BatchingOptions
 

@@ -25,7 +25,8 @@ from tritonclient.grpc import model_config_pb2
 
 from serving.backends.base import Backend, ModelInfo, ServingError, TensorMeta, invalid
 from serving.batching import BatchingOptions, DynamicBatcher
-from weakseg.export.repository import CHECKPOINT_FILE
+from weakseg.export.runtime import ort_session, providers_for
+from weakseg.export.triton_config import CHECKPOINT_FILE
 
 ModelObserveFn = Callable[[str, int, list[float]], None]  # (model, batch size, queue seconds per request)
 _TRITON_TO_KSERVE = {"TYPE_UINT8": "UINT8", "TYPE_FP32": "FP32", "TYPE_FP16": "FP16", "TYPE_INT64": "INT64",
@@ -91,21 +92,6 @@ def check_inputs(info: ModelInfo, inputs: dict[str, np.ndarray]) -> None:
                           f"expected {list(spec.shape)} (-1 = any)")
 
 
-def _providers(device: str) -> list[str]:
-    import onnxruntime as ort
-
-    if device == "cpu":
-        return ["CPUExecutionProvider"]
-    cuda = "CUDAExecutionProvider" in ort.get_available_providers()
-    if device == "cuda":
-        if not cuda:
-            raise RepositoryError("--device cuda asked for, but onnxruntime has no CUDA provider here")
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    import torch  # auto: CUDA only where a GPU is really present
-
-    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda and torch.cuda.is_available() else ["CPUExecutionProvider"]
-
-
 class _LoadedModel:
     def __init__(self, info: ModelInfo, config: model_config_pb2.ModelConfig, session, batcher: DynamicBatcher,
                  output_names: list[str]) -> None:
@@ -132,7 +118,11 @@ class EmbeddedBackend(Backend):
             entries = [p for p in entries if p.name in models]
         if not entries:
             raise RepositoryError(f"{self.repo}: no model entries (folders with config.pbtxt); run `weakseg export` first")
-        self._providers, self._threads = _providers(device), threads
+        try:
+            self._providers = providers_for(device)
+        except ValueError as e:
+            raise RepositoryError(str(e)) from e
+        self._threads, self._device = threads, device
         self._models: dict[str, _LoadedModel] = {}
         self._ready = threading.Event()
         self._observe: ModelObserveFn | None = None
@@ -148,8 +138,6 @@ class EmbeddedBackend(Backend):
         self._ready.set()
 
     def _load(self, entry: Path, batching: BatchingOptions | None) -> _LoadedModel:
-        from weakseg.export.onnx_export import ort_session
-
         config = read_config(entry)
         version = latest_version(entry)
         info = model_info(entry, config, version)
@@ -157,6 +145,8 @@ class EmbeddedBackend(Backend):
             session = ort_session((entry / version / "model.onnx").read_bytes(), self._providers, self._threads)
         except Exception as e:  # onnxruntime raises its own exception types
             raise RepositoryError(f"{entry / version / 'model.onnx'}: onnxruntime cannot load it ({e})") from e
+        if self._device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
+            raise RepositoryError(f"{entry.name}: the CUDA provider failed to start (see onnxruntime's message); use --device cpu")
         names = [o.name for o in session.get_outputs()]
         if batching is None:
             queue = config.dynamic_batching.default_queue_policy.max_queue_size or 64

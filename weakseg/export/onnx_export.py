@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from weakseg.export.graphs import INPUT_NAME
+from weakseg.export.runtime import ort_session
 
 MIN_SIDE = 32  # smallest height/width the graph is exported for
 MAX_SIDE = 8192
@@ -37,17 +38,6 @@ def export_onnx(graph: nn.Module, example: torch.Tensor, output_names: tuple[str
         entry.key, entry.value = key, value
     onnx.checker.check_model(proto)
     return proto.SerializeToString()
-
-
-def ort_session(onnx_bytes: bytes, providers: list[str] | None = None, threads: int | None = None):
-    """An onnxruntime InferenceSession (CPU provider unless told otherwise) over serialized model bytes."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(onnx_bytes, options, providers=providers or ["CPUExecutionProvider"])
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,10 @@ import torch
 from weakseg.errors import CheckpointError, WeaksegError
 from weakseg.export.graphs import CLASSIFIER_OUTPUTS, INPUT_NAME, SEGMENTER_OUTPUTS, ClassifierGraph, SegmenterGraph
 from weakseg.export.onnx_export import MIN_SIDE, ParityReport, check_parity, export_onnx
-from weakseg.export.triton_config import LABELS_FILE, ServingOptions, TensorSpec, render_config
+from weakseg.export.triton_config import CHECKPOINT_FILE, LABELS_FILE, ServingOptions, TensorSpec, render_config
 from weakseg.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from weakseg.models.checkpoint import file_sha256, read_metadata, resolve_weights
 
-CHECKPOINT_FILE = "checkpoint.safetensors"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 INPUT_CONTRACT = ("input 'pixels': uint8 RGB, NHWC [batch, height, width, 3], values 0..255, any height and width "
                   f">= {MIN_SIDE}; scaling and ImageNet normalisation happen inside the graph, so send decoded pixels as is")

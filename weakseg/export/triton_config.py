@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 PLATFORM = "onnxruntime_onnx"
 LABELS_FILE = "labels.txt"
+CHECKPOINT_FILE = "checkpoint.safetensors"  # classifiers: PyTorch weights beside the ONNX, for gradient methods
 
 
 @dataclass(frozen=True)

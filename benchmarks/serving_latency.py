@@ -1,0 +1,129 @@
+"""Segment latency and throughput over gRPC against onnxruntime called directly, at several concurrencies,
+with and without the embedded backend's dynamic batching.
+
+    python benchmarks/serving_latency.py [--repo REPO] [--size 256] [--concurrency 1 8 32] [--requests 300]
+                                         [--threads 2] [--out FILE]
+
+The server is `weakseg serve` in its own process (onnxruntime with --threads intra-op threads); the load
+comes from client threads in this process, each sending raw uint8 images and asking for the raw mask. The
+raw figure is the same ONNX model in an onnxruntime session with the same thread count, here, on the same
+input. Without --repo a freshly initialised default segmenter (LR-ASPP MobileNetV3, 8 classes) is exported
+at --size (latency does not depend on the weights). Prints a table and, last, one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from serving_common import ROOT, ServerProcess, channel, default_repository, segment_request
+
+from serving.api import segmentation_pb2_grpc as pb_grpc  # noqa: E402
+from weakseg.export.runtime import ort_session  # noqa: E402
+from weakseg.io import atomic_write_json  # noqa: E402
+
+
+def percentiles(seconds: list[float]) -> dict[str, float]:
+    """p50 / p99 / mean in milliseconds."""
+    ms = np.asarray(seconds) * 1000
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3),
+            "mean_ms": round(float(ms.mean()), 3)}
+
+
+def raw_session(repo: Path, size: int, threads: int, runs: int) -> dict[str, float]:
+    """onnxruntime directly on the model file: the same input, batch 1, `runs` timed calls after 10 untimed."""
+    session = ort_session((repo / "seg" / "1" / "model.onnx").read_bytes(), threads=threads)
+    pixels = np.frombuffer(segment_request(size).image.raw.data, np.uint8).reshape(1, size, size, 3)
+    names = [o.name for o in session.get_outputs()]
+    for _ in range(10):
+        session.run(names, {"pixels": pixels})
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        session.run(names, {"pixels": pixels})
+        times.append(time.perf_counter() - t0)
+    return percentiles(times)
+
+
+def load(address: str, size: int, concurrency: int, requests: int) -> dict[str, float]:
+    """`requests` Segment calls spread over `concurrency` client threads (closed loop); latency and throughput."""
+    ch = channel(address)
+    stub = pb_grpc.SegmentationServiceStub(ch)
+    request = segment_request(size)
+    for _ in range(10):
+        stub.Segment(request, timeout=60)
+    per_thread = max(1, requests // concurrency)
+    times: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+
+    def worker() -> None:
+        mine = []
+        for _ in range(per_thread):
+            t0 = time.perf_counter()
+            try:
+                stub.Segment(request, timeout=60)
+                mine.append(time.perf_counter() - t0)
+            except Exception:  # counted; a benchmark reports errors rather than stopping
+                with lock:
+                    errors[0] += 1
+        with lock:
+            times.extend(mine)
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    ch.close()
+    return {"concurrency": concurrency, "requests": len(times) + errors[0], "errors": errors[0],
+            "throughput_rps": round(len(times) / wall, 2), **percentiles(times)}
+
+
+def main() -> None:
+    """Measure raw onnxruntime, then the server with and without batching; print the table and JSON."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repo", type=Path, default=None, help="model repository with a segmenter entry 'seg'")
+    p.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "results" / "cache" / "serving")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--requests", type=int, default=320, help="requests per concurrency level")
+    p.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads (server and raw session)")
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args()
+    repo = args.repo or default_repository(args.work, args.size)
+    raw = raw_session(repo, args.size, args.threads, runs=200)
+    results = {"raw_onnxruntime": raw, "batching": {}, "no_batching": {}}
+    for label, extra in (("batching", []), ("no_batching", ["--max-batch-size", "1"])):
+        server = ServerProcess(repo, args.threads, extra)
+        try:
+            for c in args.concurrency:
+                results[label][str(c)] = load(server.address, args.size, c, args.requests)
+        finally:
+            server.stop()
+    first = results["no_batching"][str(args.concurrency[0])]
+    results["overhead_ratio_c1"] = round(first["p50_ms"] / raw["p50_ms"], 3)
+    results["setup"] = {"size": args.size, "threads": args.threads, "cpus": len(__import__("os").sched_getaffinity(0)),
+                        "machine": platform.machine(), "model": "LR-ASPP MobileNetV3 (weakseg default segmenter)"}
+    print(f"raw onnxruntime batch 1: p50 {raw['p50_ms']} ms, p99 {raw['p99_ms']} ms")
+    print("| server | concurrency | p50 ms | p99 ms | requests/s | errors |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for label in ("no_batching", "batching"):
+        for c, r in results[label].items():
+            print(f"| {label} | {c} | {r['p50_ms']} | {r['p99_ms']} | {r['throughput_rps']} | {r['errors']} |")
+    print(f"gRPC p50 / raw p50 at concurrency {args.concurrency[0]} (no batching): {results['overhead_ratio_c1']}")
+    if args.out:
+        atomic_write_json(args.out, results)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

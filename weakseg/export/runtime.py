@@ -1,0 +1,39 @@
+"""onnxruntime sessions over exported models (no PyTorch import: serving processes stay small)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+def ort_session(onnx_bytes: bytes, providers: list[str] | None = None, threads: int | None = None):
+    """An onnxruntime InferenceSession (CPU provider unless told otherwise) over serialized model bytes."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(onnx_bytes, options, providers=providers or [CPU])
+
+
+def gpu_present() -> bool:
+    """True when an NVIDIA driver is loaded on this machine (checked without initialising CUDA)."""
+    return Path("/proc/driver/nvidia/version").exists()
+
+
+def providers_for(device: str) -> list[str]:
+    """onnxruntime providers for --device cpu|cuda|auto: CUDA first where the build has it and a GPU is present."""
+    import onnxruntime as ort
+
+    if device == "cpu":
+        return [CPU]
+    if device not in ("cuda", "auto") and not device.startswith("cuda"):
+        raise ValueError(f"unknown device {device!r}; use cpu, cuda or auto")
+    if CUDA in ort.get_available_providers() and (device != "auto" or gpu_present()):
+        return [CUDA, CPU]
+    if device == "auto":
+        return [CPU]
+    raise ValueError(f"--device {device} asked for, but this onnxruntime build has no CUDA provider")
