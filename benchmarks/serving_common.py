@@ -6,18 +6,17 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import grpc
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from serving.api import segmentation_pb2 as pb  # noqa: E402
-from serving.server import MiB, message_options  # noqa: E402
+from serving.client import ClientOptions, wait_until_serving  # noqa: E402
+from serving.client import channel as client_channel  # noqa: E402
 
 
 def default_repository(work: Path, size: int, classes: int = 8) -> Path:
@@ -60,19 +59,11 @@ class ServerProcess:
                                       "--log-level", "WARNING", *extra],
                                      cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.address = f"127.0.0.1:{self.port}"
-        channel = grpc.insecure_channel(self.address)
-        stub = health_pb2_grpc.HealthStub(channel)
-        deadline = time.time() + 120
-        while True:
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
-                    break
-            except grpc.RpcError:
-                pass
-            if self.proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"server did not start: {self.proc.stderr.read() if self.proc.poll() is not None else 'timeout'}")
-            time.sleep(0.2)
-        channel.close()
+        try:
+            wait_until_serving(self.address, 120, alive=lambda: self.proc.poll() is None)
+        except (RuntimeError, TimeoutError) as e:
+            self.proc.kill()
+            raise RuntimeError(f"{e}: {self.proc.stderr.read()[-2000:]}") from None
 
     def rss_mib(self) -> float:
         """Resident memory of the server process."""
@@ -92,7 +83,7 @@ class ServerProcess:
 
 def channel(address: str) -> grpc.Channel:
     """A client channel with the server's message limits."""
-    return grpc.insecure_channel(address, options=message_options(64 * MiB))
+    return client_channel(ClientOptions(address=address))
 
 
 def segment_request(size: int, seed: int = 0) -> pb.SegmentRequest:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,3 +64,23 @@ class Client:
     def close(self) -> None:
         """Close the channel."""
         self._channel.close()
+
+
+def wait_until_serving(address: str, timeout_s: float = 120.0, alive: Callable[[], bool] = lambda: True) -> None:
+    """Poll grpc.health.v1 (service "") at address until SERVING; TimeoutError after timeout_s, RuntimeError if not alive()."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(address) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        while True:
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if not alive():
+                raise RuntimeError(f"{address}: the server exited before it was serving")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{address}: not SERVING after {timeout_s:.0f} s")
+            time.sleep(0.2)

@@ -6,14 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
-import grpc
 import numpy as np
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
+from serving.client import wait_until_serving
 from tests.serving_repo import free_port
 
 WEAKSEG = [sys.executable, "-m", "cli.main"]
@@ -35,18 +33,11 @@ def served(serving_repo, tmp_path_factory):
     proc = subprocess.Popen([*WEAKSEG, "serve", "--repo", str(serving_repo), "--port", str(port), "--metrics-port", "-1",
                              "--threads", "1", "--api-key-file", str(keys), "--device", "cpu"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    stub = health_pb2_grpc.HealthStub(channel)
-    deadline = time.time() + 90
-    while True:
-        try:
-            if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
-                break
-        except grpc.RpcError:
-            pass
-        assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() is not None else "timeout"
-        time.sleep(0.2)
-    channel.close()
+    try:
+        wait_until_serving(f"127.0.0.1:{port}", 90, alive=lambda: proc.poll() is None)
+    except (RuntimeError, TimeoutError) as e:
+        proc.kill()
+        raise AssertionError(f"{e}: {proc.stderr.read()}") from None
     yield port, keys, proc
     if proc.poll() is None:
         proc.kill()
