@@ -184,3 +184,19 @@ def test_prometheus_metrics(serving_repo):
     assert 'weakseg_rpc_total{code="OK",rpc="Segment"} 8.0' in text
     assert 'weakseg_batch_size_count{model="seg"}' in text and 'weakseg_queue_seconds_count{model="seg"} 8.0' in text
     assert 'weakseg_rpc_payload_bytes_count{direction="in",rpc="Segment"} 9.0' in text
+
+
+def test_server_reflection_lists_and_describes_the_services(serving_repo):
+    from google.protobuf.descriptor_pool import DescriptorPool
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    with running_server(EmbeddedBackend(serving_repo, device="cpu", threads=1, models=["seg"])) as s:
+        ch = grpc.insecure_channel(f"127.0.0.1:{s.port}")
+        db = ProtoReflectionDescriptorDatabase(ch)
+        services = set(db.get_services())
+        assert {"weakseg.v1.SegmentationService", "inference.GRPCInferenceService", "grpc.health.v1.Health"} <= services
+        pool = DescriptorPool(db)
+        segment = pool.FindServiceByName("weakseg.v1.SegmentationService").FindMethodByName("Segment")
+        assert segment.input_type.full_name == "weakseg.v1.SegmentRequest"
+        assert "mask_raw" in pool.FindMessageTypeByName("weakseg.v1.SegmentResponse").fields_by_name
+        ch.close()
