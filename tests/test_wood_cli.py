@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from cli.main import main
+from weakseg import engine
 from training.wood import CENTRES_NAME
 from weakseg.models.classifier_io import load_classifier
 from weakseg.ood.pool import read_truth
@@ -20,7 +21,7 @@ def _last_json(out: str) -> dict:
 
 
 @pytest.mark.slow
-def test_mine_review_train_and_pseudo(tiny_synth, tiny_classifier, tmp_path, capsys):
+def test_mine_review_train_and_pseudo(tiny_synth, tiny_classifier, tmp_path, capsys, monkeypatch):
     torch.set_num_threads(2)
     mine = tmp_path / "mine"
     assert main(["ood", "mine", "--model", str(tiny_classifier), "--pool", str(tiny_synth / "OoD"), "--out", str(mine),
@@ -56,6 +57,23 @@ def test_mine_review_train_and_pseudo(tiny_synth, tiny_classifier, tmp_path, cap
     model, classes = load_classifier(run)
     assert classes == load_classifier(tiny_classifier)[1]
     assert main(train) == 0 and _last_json(capsys.readouterr().out)["resumed_from_epoch"] == 2  # finished: nothing to redo
+
+    # interrupted after epoch 1 and resumed, the run ends with the straight run's weights (centres from the run folder)
+    split = tmp_path / "wood_resumed"
+    again = [a if a != str(run) else str(split) for a in train]
+    real_write = engine.atomic_write_json
+
+    def interrupt_after_epoch_1(path, obj):
+        real_write(path, obj)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "atomic_write_json", interrupt_after_epoch_1)
+    assert main(again) == 130
+    monkeypatch.setattr(engine, "atomic_write_json", real_write)
+    assert torch.load(split / CENTRES_NAME, weights_only=True)["epoch"] == 0
+    assert main(again) == 0 and _last_json(capsys.readouterr().out)["resumed_from_epoch"] == 1
+    resumed = load_classifier(split)[0].state_dict()
+    assert all(torch.equal(v, resumed[k]) for k, v in model.state_dict().items())
 
     out = tmp_path / "cam"
     assert main(["pseudo", "--method", "cam", "--model", str(run), "--data", str(tiny_synth), "--split", "train",
