@@ -34,8 +34,6 @@ from benchmarks.attribution_table import ROWS, build_rows  # noqa: E402
 from weakseg.attribution import AdvCAM, MultiScale, compute_maps  # noqa: E402
 from weakseg.attribution.advcam import climb_forward, climb_objective, input_normalization  # noqa: E402
 from weakseg.data.augment import to_tensor  # noqa: E402
-from weakseg.data.voc import VOCDataset  # noqa: E402
-from weakseg.device import resolve_device, set_threads  # noqa: E402
 from weakseg.io import atomic_write_json, atomic_write_text  # noqa: E402
 from weakseg.models.classifier_io import load_classifier  # noqa: E402
 

@@ -35,10 +35,8 @@ from weakseg.attribution import RIB, AdvCAM, AttributionMethod, MultiScale, comp
 from weakseg.attribution.keys import scale_of  # noqa: E402
 from weakseg.data.augment import to_tensor  # noqa: E402
 from weakseg.data.voc import VOCDataset  # noqa: E402
-from weakseg.device import resolve_device, set_threads  # noqa: E402
 from weakseg.io import atomic_save_npz, atomic_write_json  # noqa: E402
 from weakseg.metrics.seeds import SeedReport, evaluate_seeds  # noqa: E402
-from weakseg.models.classifier_io import load_classifier  # noqa: E402
 
 VIEW = MultiScale(scales=(1.0,), flip=True)
 

@@ -16,7 +16,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from serving.backends.base import Backend, ModelInfo, invalid
-from serving.backends.embedded import KSERVE_DTYPES
+from serving.backends.model_config import KSERVE_NUMPY, config_datatype
 from serving.images import ImageLimits
 from serving.metrics import ServingMetrics
 from serving.rpc import rpc, time_left
@@ -24,19 +24,18 @@ from serving.rpc import rpc, time_left
 SERVER_NAME = "weakseg"
 _CONTENTS_FIELD = {"UINT8": "uint_contents", "INT32": "int_contents", "INT64": "int64_contents",
                    "FP32": "fp32_contents", "BOOL": "bool_contents"}
-_CONFIG_TYPES = {v: f"TYPE_{v}" for v in KSERVE_DTYPES}  # KServe v2 name -> ModelConfig DataType name
 
 
 def input_array(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> np.ndarray:
     """A request tensor (raw_input_contents or typed contents) as a numpy array, validated against its shape."""
-    if tensor.datatype not in KSERVE_DTYPES:
+    if tensor.datatype not in KSERVE_NUMPY:
         raise invalid(f"input {tensor.name!r}: datatype {tensor.datatype!r} is not supported "
-                      f"(supported: {', '.join(KSERVE_DTYPES)})")
+                      f"(supported: {', '.join(KSERVE_NUMPY)})")
     shape = tuple(int(d) for d in tensor.shape)
     if any(d < 0 for d in shape):
         raise invalid(f"input {tensor.name!r}: shape {list(shape)} has negative dimensions")
     count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    dtype = np.dtype(KSERVE_DTYPES[tensor.datatype])
+    dtype = np.dtype(KSERVE_NUMPY[tensor.datatype])
     if raw is not None:
         if len(raw) != count * dtype.itemsize:
             raise invalid(f"input {tensor.name!r}: {len(raw)} raw bytes, but {tensor.datatype} {list(shape)} "
@@ -66,9 +65,9 @@ def model_config(info: ModelInfo) -> mc.ModelConfig:
 
     config = mc.ModelConfig(name=info.name, platform=info.platform, max_batch_size=info.max_batch_size)
     for t in info.inputs:
-        config.input.add(name=t.name, data_type=mc.DataType.Value(_CONFIG_TYPES[t.datatype]), dims=dims(t))
+        config.input.add(name=t.name, data_type=config_datatype(t.datatype), dims=dims(t))
     for t in info.outputs:
-        config.output.add(name=t.name, data_type=mc.DataType.Value(_CONFIG_TYPES[t.datatype]), dims=dims(t))
+        config.output.add(name=t.name, data_type=config_datatype(t.datatype), dims=dims(t))
     config.parameters["model_kind"].string_value = info.kind
     config.parameters["classes"].string_value = json.dumps(list(info.labels))
     return config

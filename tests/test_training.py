@@ -1,7 +1,6 @@
 """The classifier trainer over the shared engine: learning, checkpoints, exact resume, bad checkpoints."""
 
 import json
-import shutil
 
 import pytest
 import torch
@@ -26,7 +25,6 @@ def test_training_reduces_loss_and_saves_a_loadable_checkpoint(tiny_classifier):
 
 def test_engine_resumes_exactly_after_an_interruption(tmp_path):
     """A run killed after epoch 1 and resumed ends bit-identical to an uninterrupted run."""
-    import numpy as np
 
     from weakseg.data.loading import EpochLoader
     from weakseg.engine import fit

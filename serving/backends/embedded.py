@@ -9,11 +9,11 @@ present, else CPU.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -23,16 +23,13 @@ from onnxruntime.capi.onnxruntime_pybind11_state import Fail as OrtFail
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as OrtInvalidArgument
 from tritonclient.grpc import model_config_pb2
 
-from serving.backends.base import Backend, ModelInfo, ServingError, TensorMeta, invalid
+from serving.backends.base import Backend, ModelInfo, ServingError, invalid
+from serving.backends.model_config import KSERVE_NUMPY, check_inputs, info_from_config, kserve_datatype
 from serving.batching import BatchingOptions, DynamicBatcher
 from weakseg.export.runtime import ort_session, providers_for
-from weakseg.export.triton_config import CHECKPOINT_FILE
+from weakseg.export.triton_config import CHECKPOINT_FILE, LABELS_FILE
 
 ModelObserveFn = Callable[[str, int, list[float]], None]  # (model, batch size, queue seconds per request)
-_TRITON_TO_KSERVE = {"TYPE_UINT8": "UINT8", "TYPE_FP32": "FP32", "TYPE_FP16": "FP16", "TYPE_INT64": "INT64",
-                     "TYPE_INT32": "INT32", "TYPE_BOOL": "BOOL"}
-KSERVE_DTYPES = {"UINT8": np.uint8, "FP32": np.float32, "FP16": np.float16, "INT64": np.int64, "INT32": np.int32,
-                 "BOOL": np.bool_}
 
 
 class RepositoryError(Exception):
@@ -57,39 +54,18 @@ def latest_version(entry: Path, filename: str = "model.onnx") -> str:
 
 
 def model_info(entry: Path, config: model_config_pb2.ModelConfig, version: str) -> ModelInfo:
-    """ModelInfo of a repository entry from its config (kind and labels from the `model_kind`/`classes` parameters)."""
-    params = {k: v.string_value for k, v in config.parameters.items()}
-    kind = params.get("model_kind", "")
-    if kind not in ("segmenter", "classifier"):
-        raise RepositoryError(f"{entry / 'config.pbtxt'}: parameter model_kind must be segmenter or classifier, got {kind!r}")
-    if "classes" in params:
-        labels = tuple(json.loads(params["classes"]))
-    else:
-        labels = tuple((entry / "labels.txt").read_text().splitlines())
-    batch = (-1,) if config.max_batch_size > 0 else ()
-
-    def tensors(specs) -> tuple[TensorMeta, ...]:
-        return tuple(TensorMeta(t.name, _TRITON_TO_KSERVE[model_config_pb2.DataType.Name(t.data_type)],
-                                batch + tuple(int(d) for d in t.dims)) for t in specs)
-
+    """ModelInfo of a repository entry (labels from the `classes` parameter, else labels.txt)."""
+    labels = None
+    if "classes" not in config.parameters and (entry / LABELS_FILE).is_file():
+        labels = (entry / LABELS_FILE).read_text().splitlines()
     checkpoint = entry / CHECKPOINT_FILE
-    return ModelInfo(config.name or entry.name, version, kind, labels, tensors(config.input), tensors(config.output),
-                     int(config.max_batch_size), config.platform or config.backend,
-                     checkpoint if checkpoint.is_file() else None)
-
-
-def check_inputs(info: ModelInfo, inputs: dict[str, np.ndarray]) -> None:
-    """INVALID_ARGUMENT unless inputs match the model's names, data types and fixed dimensions."""
-    expected = {t.name: t for t in info.inputs}
-    if set(inputs) != set(expected):
-        raise invalid(f"model {info.name!r} takes inputs {sorted(expected)}, got {sorted(inputs)}")
-    for name, array in inputs.items():
-        spec = expected[name]
-        if array.dtype != np.dtype(KSERVE_DTYPES[spec.datatype]):
-            raise invalid(f"input {name!r} of model {info.name!r} must be {spec.datatype}, got {array.dtype}")
-        if array.ndim != len(spec.shape) or any(d not in (-1, s) for d, s in zip(spec.shape, array.shape)):
-            raise invalid(f"input {name!r} of model {info.name!r} has shape {list(array.shape)}, "
-                          f"expected {list(spec.shape)} (-1 = any)")
+    info = info_from_config(config, version, labels=labels, checkpoint=checkpoint if checkpoint.is_file() else None)
+    if info is None:
+        raise RepositoryError(f"{entry / 'config.pbtxt'}: not a weakseg export (parameters model_kind = segmenter or "
+                              "classifier, and classes or labels.txt, are needed)")
+    if not info.name:
+        info = replace(info, name=entry.name)
+    return info
 
 
 class _LoadedModel:
@@ -169,7 +145,7 @@ class EmbeddedBackend(Backend):
         for sample in loaded.config.model_warmup:
             inputs = {}
             for name, spec in sample.inputs.items():
-                dtype = KSERVE_DTYPES[_TRITON_TO_KSERVE[model_config_pb2.DataType.Name(spec.data_type)]]
+                dtype = KSERVE_NUMPY[kserve_datatype(spec.data_type)]
                 inputs[name] = np.zeros((max(1, sample.batch_size), *spec.dims), dtype=dtype)
             loaded.session.run(loaded.output_names, inputs)
 

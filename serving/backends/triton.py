@@ -14,7 +14,6 @@ client deadline or Triton's queue timeout DEADLINE_EXCEEDED, an unreachable serv
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Sequence
@@ -22,14 +21,12 @@ from collections.abc import Sequence
 import grpc
 import numpy as np
 import tritonclient.grpc as grpcclient
-from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
-from serving.backends.base import CLASSIFIER, SEGMENTER, Backend, ModelInfo, ServingError, TensorMeta, invalid
+from serving.backends.base import Backend, ModelInfo, ServingError, invalid
+from serving.backends.model_config import check_inputs, info_from_config
 
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024  # images and masks exceed gRPC's 4 MiB default
-_KSERVE_NUMPY = {"UINT8": np.uint8, "FP32": np.float32, "FP16": np.float16, "INT64": np.int64, "INT32": np.int32,
-                 "INT16": np.int16, "INT8": np.int8, "FP64": np.float64, "BOOL": np.bool_}
 # (substring of Triton's message, lower case) -> status; checked before Triton's own code, which is too coarse
 # (a full queue and a stopped server both come back UNAVAILABLE)
 _MESSAGE_CODES = (
@@ -39,32 +36,6 @@ _MESSAGE_CODES = (
     ("unknown model", grpc.StatusCode.NOT_FOUND),
     ("has no available versions", grpc.StatusCode.NOT_FOUND),
 )
-
-
-def kserve_datatype(data_type: int) -> str:
-    """KServe v2 datatype name of a ModelConfig DataType (TYPE_FP32 -> FP32, TYPE_STRING -> BYTES)."""
-    name = model_config_pb2.DataType.Name(data_type).removeprefix("TYPE_")
-    return "BYTES" if name == "STRING" else name
-
-
-def info_from_config(config: model_config_pb2.ModelConfig, version: str) -> ModelInfo | None:
-    """ModelInfo of a weakseg model config served by Triton, or None when the config is not a weakseg export's."""
-    params = {k: v.string_value for k, v in config.parameters.items()}
-    if params.get("model_kind") not in (SEGMENTER, CLASSIFIER) or "classes" not in params:
-        return None
-    try:
-        labels = json.loads(params["classes"])
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
-        return None
-    batch = (-1,) if config.max_batch_size > 0 else ()
-
-    def tensors(specs) -> tuple[TensorMeta, ...]:
-        return tuple(TensorMeta(t.name, kserve_datatype(t.data_type), batch + tuple(int(d) for d in t.dims)) for t in specs)
-
-    return ModelInfo(config.name, version, params["model_kind"], tuple(labels), tensors(config.input),
-                     tensors(config.output), int(config.max_batch_size), config.platform or config.backend)
 
 
 def serving_error(error: InferenceServerException, what: str) -> ServingError:
@@ -183,18 +154,14 @@ class TritonBackend(Backend):
         """One Triton inference (shapes are checked by Triton); the requested outputs by name. Raises ServingError."""
         info = self.model(name, version)
         specs = {t.name: t for t in info.inputs}
-        if set(inputs) != set(specs):
-            raise invalid(f"model {name!r} takes inputs {sorted(specs)}, got {sorted(inputs)}")
         known = {t.name for t in info.outputs}
         unknown = [o for o in outputs if o not in known]
         if unknown or not outputs:
             raise invalid(f"model {name!r} has outputs {sorted(known)}; asked for {list(outputs)}")
+        check_inputs(info, inputs)
         request = []
         for tensor_name, array in inputs.items():
-            datatype = specs[tensor_name].datatype
-            if datatype not in _KSERVE_NUMPY or array.dtype != np.dtype(_KSERVE_NUMPY[datatype]):
-                raise invalid(f"input {tensor_name!r} of model {name!r} must be {datatype}, got {array.dtype}")
-            tensor = grpcclient.InferInput(tensor_name, list(array.shape), datatype)
+            tensor = grpcclient.InferInput(tensor_name, list(array.shape), specs[tensor_name].datatype)
             tensor.set_data_from_numpy(np.ascontiguousarray(array))
             request.append(tensor)
         try:
