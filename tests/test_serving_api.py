@@ -125,3 +125,11 @@ def test_list_models_and_metadata(stub):
     assert [(t.name, t.datatype, list(t.shape)) for t in by_name["seg"].inputs] == [("pixels", "UINT8", [-1, -1, -1, 3])]
     meta = stub.GetModelMetadata(pb.ModelMetadataRequest(model="cam"))
     assert meta.header.model == "cam" and meta.metadata.max_batch_size == 8
+
+
+def test_gradient_methods_refuse_images_above_the_pixel_limit(stub):
+    big = np.zeros((600, 600, 3), np.uint8)  # 360,000 pixels > the default 512 x 512 limit
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Explain(pb.ExplainRequest(model="cam", image=raw_image(big), method="gradcam", target_classes=[1]))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "at most 262144 pixels" in e.value.details()
+    assert len(stub.Explain(pb.ExplainRequest(model="cam", image=raw_image(big), method="cam")).maps) == 1  # CAM has no such limit
