@@ -136,7 +136,11 @@ def main() -> None:
             f"Settings: {args.arch}, {args.epochs} epochs, crop {args.crop}, eval split {args.eval_split}"
             f"{', multi-scale' if args.multiscale else ''}{', CRF' if args.crf else ''}. Costs per image: {costs}.\n")
     atomic_write_text(args.out / "segmenter_ratio.md", text)
-    atomic_write_json(args.out / "segmenter_ratio.json", {"rows": rows, "note": NOTE})
+    settings = {"arch": args.arch, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "crop": args.crop,
+                "seed": args.seed, "eval_split": args.eval_split, "multiscale": args.multiscale, "crf": args.crf,
+                "eval_limit": args.eval_limit}
+    atomic_write_json(args.out / "segmenter_ratio.json", {"rows": rows, "settings": settings,
+                                                         "seconds_per_image": SECONDS_PER_IMAGE, "note": NOTE})
     print(table)
     print(NOTE)
     print(json.dumps({"rows": rows}))
