@@ -4,7 +4,7 @@ trained from scratch, and whether generic (self-supervised) backbone features re
 Parts (each cached under --out and resumable; results merged into --json):
 
 - probes: freeze a classifier's backbone, pool its final feature map over each object's ground-truth PART pixels,
-  its BODY-without-part pixels, and the body pixels at least --far-px from the part (receptive fields overlap, so
+  its BODY-without-part pixels, and the body pixels farther than --far-px from the part (receptive fields overlap, so
   "body" cells near the part still see it), and fit an 8-way logistic-regression probe (torch, full batch) on the
   train split, tested on val. Also: the classifier's own 1x1 head applied to the same pooled features (what a CAM
   can score there), and the same probes on an untrained (random-init) backbone as a control. The part masks are
@@ -73,10 +73,16 @@ def regenerate(cfg: SynthConfig, data: Path, image_id: str, split: str, split_st
     return render_sample_detailed(cfg, np.random.default_rng([cfg.seed, SPLIT_CODES[split], index]))
 
 
+def near(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Pixels within Euclidean distance radius of a True pixel of mask (a disk dilation)."""
+    r = np.arange(-radius, radius + 1)
+    disk = torch.from_numpy(((r[:, None] ** 2 + r[None, :] ** 2) <= radius ** 2).astype(np.float32))[None, None]
+    m = torch.from_numpy(mask.astype(np.float32))[None, None]
+    return (F.conv2d(m, disk, padding=radius)[0, 0] > 0.5).numpy()
+
+
 def object_regions(sample, far_px: int) -> list[tuple[int, dict[str, np.ndarray]]]:
     """(class label, {part, body, body_far, object}) boolean masks per visible instance, void pixels excluded."""
-    from scipy.ndimage import distance_transform_edt
-
     out = []
     inst = sample.instance_mask
     for obj in sample.objects:
@@ -84,7 +90,7 @@ def object_regions(sample, far_px: int) -> list[tuple[int, dict[str, np.ndarray]
         visible = inst == n  # void band is 255, so excluded
         part = visible & (sample.part_mask == n)
         body = visible & ~(sample.part_mask == n)
-        far = body & (distance_transform_edt(~(sample.part_mask == n)) > far_px) if part.any() else body
+        far = body & ~near(sample.part_mask == n, far_px)
         out.append((obj["label"], {"part": part, "body": body, "body_far": far, "object": visible}))
     return out
 
@@ -417,6 +423,8 @@ def part_seeds(args, dataset: VOCDataset, ids_path: Path, device, cache: Path) -
     multiscale = MultiScale(scales=(1.0,), flip=True)
     methods = {"cam": CAM(), "advcam": AdvCAM(steps=args.advcam_steps),
                "advcam-code": AdvCAM(steps=args.advcam_steps, variant="code")}
+    methods = {k: v for k, v in methods.items() if k in args.seed_rows}
+    ids = dataset.ids[: args.seed_images]
     out = {}
     for label, model_path in zip(args.seed_labels, args.seed_models):
         model = load_classifier(model_path, device)[0].eval()
@@ -425,16 +433,16 @@ def part_seeds(args, dataset: VOCDataset, ids_path: Path, device, cache: Path) -
         for row, method in methods.items():
             record = {"row": row, "method": method.config(), "model_sha256": model_identity(file),
                       "multiscale": {"scales": list(multiscale.scales), "flip": multiscale.flip},
-                      "ids": ids_path.read_text().split()}
+                      "ids": ids}
             folder = cache / f"seeds-{row}-{short_hash(record)}"
-            run_cached(method, model, dataset, dataset.ids, multiscale, folder, device, record)
+            run_cached(method, model, dataset, ids, multiscale, folder, device, record)
             ev = evaluate_cached(dataset, folder, crf=False).plain
             rows[row] = {"seed_mIoU": float(ev.miou), "threshold": float(ev.threshold), "precision": float(ev.precision),
                          "recall": float(ev.recall), "F1": float(ev.f1)}
             print(f"  seeds {label:10s} {row:12s} mIoU {ev.miou:.3f} (t {ev.threshold:.2f}) P {ev.precision:.3f} "
                   f"R {ev.recall:.3f} F1 {ev.f1:.3f}")
         out[label] = {"model": str(model_path), **rows}
-    return {"images": len(dataset.ids), "scales": [1.0], "flip": True, "models": out}
+    return {"images": len(ids), "ids": ids, "scales": [1.0], "flip": True, "models": out}
 
 
 # ----------------------------------------------------------------------------- ssl
@@ -549,6 +557,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--probe-steps", type=int, default=300)
     p.add_argument("--seed-models", type=Path, nargs="+", default=None, help="classifiers for the seeds part")
     p.add_argument("--seed-labels", nargs="+", default=None)
+    p.add_argument("--seed-images", type=int, default=20, help="first ids of the subset used by the seeds part")
+    p.add_argument("--seed-rows", nargs="+", default=["cam", "advcam", "advcam-code"],
+                   choices=["cam", "advcam", "advcam-code"])
     p.add_argument("--ssl-epochs", type=int, default=6)
     p.add_argument("--ssl-batch", type=int, default=32)
     p.add_argument("--threads", type=int, default=None)
