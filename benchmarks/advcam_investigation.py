@@ -191,8 +191,17 @@ def part_probes(args, model, device, cache: Path) -> dict:
     torch.manual_seed(0)
     random_model = CAMClassifier(model.config).to(device).eval()
     backbones = {"trained": (model, model_identity(args.model_file)), "random_init": (random_model, "random-seed0")}
+    for spec in args.probe_backbones or []:  # NAME=STATE_DICT: e.g. the self-supervised backbone, before any labels
+        name, path = spec.split("=", 1)
+        net = CAMClassifier(model.config).to(device)
+        from weakseg.models.pretrained import load_pretrained_backbone
+
+        load_pretrained_backbone(net, path)
+        backbones[name] = (net.eval(), model_identity(Path(path)))
     result = {"far_px": args.far_px, "min_cells": args.min_cells, "probe_steps": args.probe_steps}
     for name, (net, ident) in backbones.items():
+        if args.probe_only and name not in args.probe_only:
+            continue
         net.eval()
         feats = {}
         for split, start in (("train", 0), ("val", n_train)):
@@ -282,8 +291,8 @@ def part_steps(args, model, dataset: VOCDataset, device, cache: Path) -> dict:
     ids = dataset.ids[: args.step_images]
     variants = {"text": AdvCAM(steps=args.advcam_steps), "code": AdvCAM(steps=args.advcam_steps, variant="code"),
                 "text_nomask": AdvCAM(steps=args.advcam_steps, restrict=False)}
-    key = short_hash({"model": model_identity(args.model_file), "ids": ids, "steps": args.advcam_steps,
-                      "variants": {k: v.config() for k, v in variants.items()}})
+    key = short_hash({"model": model_identity(args.model_file), "steps": args.advcam_steps,
+                      "variants": {k: v.config() for k, v in variants.items()}})  # files are per image id
     folder = cache / f"steps-{key}"
     folder.mkdir(parents=True, exist_ok=True)
     checked_equal = None
@@ -555,6 +564,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--far-px", type=int, default=12, help="body_far: body pixels farther than this from the part")
     p.add_argument("--min-cells", type=float, default=1.0, help="least region area in feature cells to keep it")
     p.add_argument("--probe-steps", type=int, default=300)
+    p.add_argument("--probe-backbones", nargs="+", default=None, metavar="NAME=PATH",
+                   help="extra backbones (torchvision-style state dicts) to probe, e.g. ssl=PATH")
+    p.add_argument("--probe-only", nargs="+", default=None, help="probe only these backbones (trained, random_init, ...)")
     p.add_argument("--seed-models", type=Path, nargs="+", default=None, help="classifiers for the seeds part")
     p.add_argument("--seed-labels", nargs="+", default=None)
     p.add_argument("--seed-images", type=int, default=20, help="first ids of the subset used by the seeds part")
@@ -578,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         print(f"== {part}")
         if part == "probes":
-            result["probes"] = part_probes(args, model, device, cache)
+            result.setdefault("probes", {}).update(part_probes(args, model, device, cache))
         elif part == "steps":
             result["steps"] = part_steps(args, model, dataset, device, cache)
         elif part == "seeds":
