@@ -43,10 +43,10 @@ from weakseg.engine import TrainConfig  # noqa: E402
 from weakseg.io import atomic_write_json, atomic_write_text  # noqa: E402
 from weakseg.models.checkpoint import WEIGHTS_NAME  # noqa: E402
 from weakseg.models.classifier_io import load_classifier  # noqa: E402
-from weakseg.ood.decisions import REVIEW_NAME, ReviewLog  # noqa: E402
+from weakseg.ood.decisions import ReviewLog  # noqa: E402
 from weakseg.ood.losses import WoodLossConfig  # noqa: E402
 from weakseg.ood.mining import MINE_NAME, read_mining, score_pool, write_mining  # noqa: E402
-from weakseg.ood.pool import open_pool, write_path_list  # noqa: E402
+from weakseg.ood.pool import open_pool, read_truth, write_path_list  # noqa: E402
 
 PARTS = ("t41", "t45", "fig45a", "t46", "perclass")
 # Table 4.5: (L_cls on D_ood, L_d on D_in = pull to class centres, L_d on D_ood = push from OoD clusters)
@@ -218,8 +218,6 @@ def part_t46(b: Bench) -> str:
 
 
 def _truth(pool) -> list[bool]:
-    from weakseg.ood.pool import read_truth
-
     t = read_truth(pool.truth_path)
     return [t.get(i, False) for i in pool.ids]
 
