@@ -206,7 +206,7 @@ def part_t46(b: Bench) -> str:
             "random OoD": ("random", b.ood_set("random", random_pool), loss_for("f")),
             "random hard OoD (unreviewed)": ("randomhard", b.ood_set("random_hard", random_hard), loss_for("f")),
             "reviewed hard OoD": ("f", b.ood_set("reviewed", kept), loss_for("f"))}
-    truth = {p.stem: v for p, v in zip([pool.image_path(i) for i in pool.ids], _truth(pool))}
+    truth = read_truth(pool.truth_path)
     rows = []
     for label, (name, ood, loss) in sets.items():
         files = [Path(line) for line in ood.read_text().split()]
@@ -215,11 +215,6 @@ def part_t46(b: Bench) -> str:
         row["with a class"] = 0 if name == "a" else sum(truth.get(f.stem, False) for f in files)
         rows.append(row)
     return markdown(rows, ["OoD collection", "images", "with a class", "mIoU", "P", "R", "F1"])
-
-
-def _truth(pool) -> list[bool]:
-    t = read_truth(pool.truth_path)
-    return [t.get(i, False) for i in pool.ids]
 
 
 def part_perclass(b: Bench) -> str:
