@@ -171,8 +171,9 @@ def part_fig45a(b: Bench) -> str:
                          for p in [opts[int(rng.integers(len(opts)))]]]
             else:
                 picks = [kept[i] for i in sorted(rng.choice(len(kept), size=n, replace=False))]
-            ood = b.ood_set(f"count{n}-rep{r}", picks)
-            series.setdefault(n, []).append(b.seeds(b.finetune(f"count{n}-rep{r}", ood, loss_for("f"), 0), "cam")["mIoU"])
+            name = "f" if n == len(kept) else f"count{n}-rep{r}"  # all of them: row (f) itself
+            ood = b.ood_set("reviewed" if n == len(kept) else name, picks)
+            series.setdefault(n, []).append(b.seeds(b.finetune(name, ood, loss_for("f"), 0), "cam")["mIoU"])
     base = b.seeds(b.finetune("a", b.ood_set("reviewed", kept), loss_for("a"), 0), "cam")["mIoU"]
     import matplotlib
 
@@ -184,7 +185,7 @@ def part_fig45a(b: Bench) -> str:
     ax.axhline(base, ls="--", c="grey", label="no OoD (a)")
     ax.set_xlabel("hard OoD images")
     ax.set_ylabel("CAM seed mIoU (%)")
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")
     fig.tight_layout()
     fig.savefig(b.args.out / "fig45a.png", dpi=120)
     plt.close(fig)
