@@ -420,8 +420,13 @@ def figure(rows: dict, path: Path, n: int) -> None:
                 ax.set_ylabel(label, fontsize=7)
     fig.tight_layout(pad=0.2)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=70)
     plt.close(fig)
+    from PIL import Image
+
+    Image.open(tmp).convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    tmp.unlink()
 
 
 # ----------------------------------------------------------------------------- seeds
@@ -558,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "cache" / "advcam_investigation")
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "advcam_investigation.json")
     p.add_argument("--figure", type=Path, default=ROOT / "docs" / "images" / "advcam_steps.png")
-    p.add_argument("--figure-images", type=int, default=8)
+    p.add_argument("--figure-images", type=int, default=6)
     p.add_argument("--parts", nargs="+", default=["probes", "steps"], choices=["probes", "steps", "seeds", "ssl"])
     p.add_argument("--advcam-steps", type=int, default=27)
     p.add_argument("--far-px", type=int, default=12, help="body_far: body pixels farther than this from the part")
