@@ -603,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
             args.seed_labels = args.seed_labels or [m.name for m in args.seed_models]
             result["seeds"] = part_seeds(args, dataset, ids_path, device, cache)
         elif part == "ssl":
-            result["ssl"] = part_ssl(args, device, cache)
+            result.setdefault("ssl", {})[f"epochs_{args.ssl_epochs}"] = part_ssl(args, device, cache)
         result.setdefault("seconds", {})[part] = round(time.perf_counter() - t0, 1)
         atomic_write_json(args.json, result)
     print(f"wrote {args.json}")
