@@ -436,7 +436,10 @@ def part_seeds(args, dataset: VOCDataset, ids_path: Path, device, cache: Path) -
 
     multiscale = MultiScale(scales=(1.0,), flip=True)
     methods = {"cam": CAM(), "advcam": AdvCAM(steps=args.advcam_steps),
-               "advcam-code": AdvCAM(steps=args.advcam_steps, variant="code")}
+               "advcam-code": AdvCAM(steps=args.advcam_steps, variant="code"),
+               # diagnostic: the code variant with its restricting term at the text's strength (1 / max raw CAM,
+               # about 1/80 for runs/clf) instead of 5e-4, i.e. the mask actually holding the discriminative cells
+               "advcam-code-mask": AdvCAM(steps=args.advcam_steps, variant="code", code_map_scale=args.diag_map_scale)}
     methods = {k: v for k, v in methods.items() if k in args.seed_rows}
     ids = dataset.ids[: args.seed_images]
     out = {}
@@ -576,7 +579,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed-labels", nargs="+", default=None)
     p.add_argument("--seed-images", type=int, default=20, help="first ids of the subset used by the seeds part")
     p.add_argument("--seed-rows", nargs="+", default=["cam", "advcam", "advcam-code"],
-                   choices=["cam", "advcam", "advcam-code"])
+                   choices=["cam", "advcam", "advcam-code", "advcam-code-mask"])
+    p.add_argument("--diag-map-scale", type=float, default=0.0125,
+                   help="code_map_scale of the advcam-code-mask row (1 / typical max raw CAM)")
     p.add_argument("--ssl-epochs", type=int, default=6)
     p.add_argument("--ssl-batch", type=int, default=32)
     p.add_argument("--threads", type=int, default=None)
@@ -601,7 +606,14 @@ def main(argv: list[str] | None = None) -> int:
         elif part == "seeds":
             args.seed_models = args.seed_models or [args.model]
             args.seed_labels = args.seed_labels or [m.name for m in args.seed_models]
-            result["seeds"] = part_seeds(args, dataset, ids_path, device, cache)
+            new = part_seeds(args, dataset, ids_path, device, cache)
+            seeds = result.setdefault("seeds", {})
+            if seeds.get("ids") != new["ids"]:
+                seeds.clear()
+            models = seeds.setdefault("models", {})
+            seeds.update({k: v for k, v in new.items() if k != "models"})
+            for label, rows in new["models"].items():  # rows of earlier calls (other --seed-rows) are kept
+                models.setdefault(label, {}).update(rows)
         elif part == "ssl":
             result.setdefault("ssl", {})[f"epochs_{args.ssl_epochs}"] = part_ssl(args, device, cache)
         result.setdefault("seconds", {})[part] = round(time.perf_counter() - t0, 1)
