@@ -7,7 +7,7 @@ with and without the embedded backend's dynamic batching.
 The server is `weakseg serve` in its own process (onnxruntime with --threads intra-op threads); the load
 comes from client threads in this process, each sending raw uint8 images and asking for the raw mask. The
 raw figure is the same ONNX model in an onnxruntime session with the same thread count, here, on the same
-input. Without --repo a freshly initialised default segmenter (LR-ASPP MobileNetV3, 8 classes) is exported
+input, timed in rounds interleaved with single Segment calls (so drifting machine load hits both alike). Without --repo a freshly initialised default segmenter (LR-ASPP MobileNetV3, 8 classes) is exported
 at --size (latency does not depend on the weights). Prints a table and, last, one JSON line.
 """
 
@@ -36,19 +36,30 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
             "mean_ms": round(float(ms.mean()), 3)}
 
 
-def raw_session(repo: Path, size: int, threads: int, runs: int) -> dict[str, float]:
-    """onnxruntime directly on the model file: the same input, batch 1, `runs` timed calls after 10 untimed."""
+def overhead(repo: Path, address: str, size: int, threads: int, rounds: int, per_round: int) -> dict:
+    """Batch-1 latency of onnxruntime called directly vs Segment over gRPC, interleaved in rounds so that drifting
+    load on the machine affects both alike; each side's p50 over all its calls, and their ratio."""
     session = ort_session((repo / "seg" / "1" / "model.onnx").read_bytes(), threads=threads)
-    pixels = np.frombuffer(segment_request(size).image.raw.data, np.uint8).reshape(1, size, size, 3)
+    request = segment_request(size)
+    pixels = np.frombuffer(request.image.raw.data, np.uint8).reshape(1, size, size, 3)
     names = [o.name for o in session.get_outputs()]
-    for _ in range(10):
-        session.run(names, {"pixels": pixels})
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        session.run(names, {"pixels": pixels})
-        times.append(time.perf_counter() - t0)
-    return percentiles(times)
+    ch = channel(address)
+    stub = pb_grpc.SegmentationServiceStub(ch)
+    calls = {"raw": lambda: session.run(names, {"pixels": pixels}), "grpc": lambda: stub.Segment(request, timeout=60)}
+    times: dict[str, list[float]] = {"raw": [], "grpc": []}
+    for fn in calls.values():
+        for _ in range(10):
+            fn()
+    for _ in range(rounds):
+        for side, fn in calls.items():
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                fn()
+                times[side].append(time.perf_counter() - t0)
+    ch.close()
+    raw, grpc_ = percentiles(times["raw"]), percentiles(times["grpc"])
+    return {"raw_onnxruntime": raw, "grpc_segment": grpc_, "ratio_p50": round(grpc_["p50_ms"] / raw["p50_ms"], 3),
+            "calls_per_side": rounds * per_round}
 
 
 def load(address: str, size: int, concurrency: int, requests: int) -> dict[str, float]:
@@ -100,26 +111,26 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     repo = args.repo or default_repository(args.work, args.size)
-    raw = raw_session(repo, args.size, args.threads, runs=200)
-    results = {"raw_onnxruntime": raw, "batching": {}, "no_batching": {}}
-    for label, extra in (("batching", []), ("no_batching", ["--max-batch-size", "1"])):
+    results: dict = {"batching": {}, "no_batching": {}}
+    for label, extra in (("no_batching", ["--max-batch-size", "1"]), ("batching", [])):
         server = ServerProcess(repo, args.threads, extra)
         try:
+            if label == "no_batching":
+                results["overhead_c1"] = overhead(repo, server.address, args.size, args.threads, rounds=10, per_round=20)
             for c in args.concurrency:
                 results[label][str(c)] = load(server.address, args.size, c, args.requests)
         finally:
             server.stop()
-    first = results["no_batching"][str(args.concurrency[0])]
-    results["overhead_ratio_c1"] = round(first["p50_ms"] / raw["p50_ms"], 3)
     results["setup"] = {"size": args.size, "threads": args.threads, "cpus": len(__import__("os").sched_getaffinity(0)),
                         "machine": platform.machine(), "model": "LR-ASPP MobileNetV3 (weakseg default segmenter)"}
-    print(f"raw onnxruntime batch 1: p50 {raw['p50_ms']} ms, p99 {raw['p99_ms']} ms")
+    o = results["overhead_c1"]
+    print(f"batch 1, interleaved: raw onnxruntime p50 {o['raw_onnxruntime']['p50_ms']} ms, Segment over gRPC p50 "
+          f"{o['grpc_segment']['p50_ms']} ms, ratio {o['ratio_p50']}")
     print("| server | concurrency | p50 ms | p99 ms | requests/s | errors |")
     print("| --- | --- | --- | --- | --- | --- |")
     for label in ("no_batching", "batching"):
         for c, r in results[label].items():
             print(f"| {label} | {c} | {r['p50_ms']} | {r['p99_ms']} | {r['throughput_rps']} | {r['errors']} |")
-    print(f"gRPC p50 / raw p50 at concurrency {args.concurrency[0]} (no batching): {results['overhead_ratio_c1']}")
     if args.out:
         atomic_write_json(args.out, results)
     print(json.dumps(results))
