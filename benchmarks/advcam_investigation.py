@@ -11,18 +11,25 @@ Parts (each cached under --out and resumable; results merged into --json):
   not written by `weakseg synth`; they are regenerated from the generator with the benchmark's seed and config
   (render_sample_detailed is a pure function of config and rng), checked pixel-for-pixel against the stored
   SegmentationClass PNGs.
-- steps: for the first --step-images ids of the fixed subset, AdvCAM trajectories (text variant and --variant code)
-  at scale 1.0 with flip, CAM(x^t) recorded at every step, the logit y_c and ||x^t - x^0||_inf (normalised units)
+- steps: for the first --step-images ids of the fixed subset, AdvCAM trajectories (text variant, text without the
+  restricting term, and --variant code) at scale 1.0 with flip, CAM(x^t) recorded at every step, the logit y_c and ||x^t - x^0||_inf (normalised units)
   at t = 0, 9, 18, 27. Reports per t: mean |A_t - A_0| inside / outside the object (A_t = the AdvCAM map with T = t,
   i.e. sum_{s<=t} CAM(x^s) / max), the share of map mass inside the object, the pixel amplification ratio
   CAM(x^t)/CAM(x^0) over R_D (CAM(x^0) >= 0.5) and R_ND (0.1 < CAM(x^0) < 0.5) as in Fig. 3.3, and the seed mIoU
-  (best threshold) of A_t. Writes the figure --figure (rows: image, CAM, AdvCAM text, AdvCAM code).
-- seeds: CAM, AdvCAM (text) and AdvCAM --variant code maps for the --images subset at scale 1.0 + flip, cached per
-  image through attribution_common.run_cached, seed mIoU for every --model given (e.g. scratch and SSL init).
+  (best threshold) of A_t. Writes the figure --figure (rows: image, CAM, AdvCAM text, AdvCAM code). A_t of the code
+  variant here includes CAM(x^t); the method itself sums x^0..x^{T-1}.
+- seeds: CAM, AdvCAM (text), AdvCAM --variant code (and the diagnostic advcam-code-mask: the code variant with its
+  restricting term at the text's strength) for the first --seed-images ids at scale 1.0 + flip, cached per image
+  through attribution_common.run_cached; seed mIoU for every --seed-models classifier (e.g. scratch and SSL init).
+  Rows from earlier calls are kept in the JSON.
 - ssl: SimCLR-lite pretraining (two augmented views, NT-Xent) of a ResNet-18 backbone on the unlabelled
   train images plus the OoD pool, saved as a torchvision-style state dict for `weakseg train classifier --pretrained`.
 
-    python benchmarks/advcam_investigation.py --data data/bench --model runs/clf --parts probes steps seeds --threads 2
+    python benchmarks/advcam_investigation.py --data data/bench --model runs/clf --parts steps probes --threads 1
+    python benchmarks/advcam_investigation.py --parts ssl --ssl-epochs 4 --ssl-batch 64 --threads 1
+    python benchmarks/advcam_investigation.py --parts seeds --seed-images 20 --seed-models runs/clf RUN_SSL ...
+
+(the README's "Why AdvCAM barely moves here" lists the exact commands and the figures they gave).
 """
 
 from __future__ import annotations
