@@ -10,8 +10,7 @@ import numpy as np
 from PIL import Image
 
 from serving.backends.base import invalid
-
-MIN_SIDE = 32  # the exported graphs' smallest side (weakseg.export.onnx_export.MIN_SIDE)
+from weakseg.export.runtime import MIN_SIDE
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,8 @@ import torch
 from torch import nn
 
 from weakseg.export.graphs import INPUT_NAME
-from weakseg.export.runtime import ort_session
+from weakseg.export.runtime import MIN_SIDE, ort_session
 
-MIN_SIDE = 32  # smallest height/width the graph is exported for
 MAX_SIDE = 8192
 MAX_BATCH = 1024
 

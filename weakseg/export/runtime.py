@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+MIN_SIDE = 32  # smallest input height/width the graphs are exported for
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 

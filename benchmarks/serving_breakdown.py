@@ -1,0 +1,82 @@
+"""Where the batch-1 Segment time goes: onnxruntime alone, the embedded backend (dynamic batcher) in process, the
+per-class softmax scores, the server's own handler time (its /metrics histogram) and the client's round trip.
+
+    python benchmarks/serving_breakdown.py [--size 256] [--threads 2] [--calls 200]
+
+Same default model and input as benchmarks/serving_latency.py. Prints medians (in-process parts) and means (the
+handler time, from the server's latency histogram) in milliseconds, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import urllib.request
+
+import numpy as np
+
+from serving_common import ROOT, ServerProcess, channel, default_repository, free_port, segment_request
+
+from serving.api import segmentation_pb2_grpc as pb_grpc  # noqa: E402
+from serving.backends.embedded import EmbeddedBackend  # noqa: E402
+from serving.batching import BatchingOptions  # noqa: E402
+from serving.domain import softmax_peaks  # noqa: E402
+from weakseg.export.runtime import ort_session  # noqa: E402
+
+
+def median_ms(fn, calls: int) -> float:
+    """Median milliseconds of `calls` calls of fn() after 10 untimed ones."""
+    for _ in range(10):
+        fn()
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return round(float(np.median(times)) * 1000, 3)
+
+
+def metric(text: str, name: str) -> float:
+    """The value of one sample line of a Prometheus exposition."""
+    return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(name)))
+
+
+def main() -> None:
+    """Time each part and print them."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--calls", type=int, default=200)
+    args = p.parse_args()
+    repo = default_repository(ROOT / "benchmarks" / "results" / "cache" / "serving", args.size)
+    request = segment_request(args.size)
+    pixels = np.frombuffer(request.image.raw.data, np.uint8).reshape(1, args.size, args.size, 3)
+    session = ort_session((repo / "seg" / "1" / "model.onnx").read_bytes(), threads=args.threads)
+    names = [o.name for o in session.get_outputs()]
+    out: dict[str, float] = {"onnxruntime_ms": median_ms(lambda: session.run(names, {"pixels": pixels}), args.calls)}
+    backend = EmbeddedBackend(repo, device="cpu", threads=args.threads, batching=BatchingOptions(max_batch_size=1))
+    try:
+        out["embedded_backend_ms"] = median_ms(lambda: backend.infer("seg", {"pixels": pixels}, ["logits", "mask"]), args.calls)
+    finally:
+        backend.close()
+    logits = session.run(["logits"], {"pixels": pixels})[0][0]
+    out["softmax_scores_ms"] = median_ms(lambda: softmax_peaks(logits), args.calls)
+    port = free_port()
+    server = ServerProcess(repo, args.threads, ["--max-batch-size", "1", "--metrics-port", str(port)])
+    try:
+        stub = pb_grpc.SegmentationServiceStub(channel(server.address))
+        out["client_round_trip_ms"] = median_ms(lambda: stub.Segment(request, timeout=60), args.calls)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        total = metric(text, 'weakseg_rpc_latency_seconds_sum{rpc="Segment"}')
+        count = metric(text, 'weakseg_rpc_latency_seconds_count{rpc="Segment"}')
+        out["server_handler_mean_ms"] = round(total / count * 1000, 3)
+    finally:
+        server.stop()
+    for k, v in out.items():
+        print(f"{k}: {v}")
+    print(json.dumps({**out, "size": args.size, "threads": args.threads}))
+
+
+if __name__ == "__main__":
+    main()
