@@ -1,7 +1,10 @@
 """Where the batch-1 Segment time goes: onnxruntime alone, the embedded backend (dynamic batcher) in process, the
 per-class softmax scores, the server's own handler time (its /metrics histogram) and the client's round trip.
+With --in-graph-scores it also times the alternative of computing the scores inside the exported graph (a variant
+graph with a `scores` output, run for mask + scores only, so no logits leave onnxruntime).
 
-    python benchmarks/serving_breakdown.py [--size 256] [--threads 2] [--calls 200]
+    python benchmarks/serving_breakdown.py [--size 256] [--threads 2] [--calls 200] [--in-graph-scores]
+        [--ort-spin-wait on|off|default]
 
 Same default model and input as benchmarks/serving_latency.py. Prints medians (in-process parts) and means (the
 handler time, from the server's latency histogram) in milliseconds, then one JSON line.
@@ -37,6 +40,25 @@ def median_ms(fn, calls: int) -> float:
     return round(float(np.median(times)) * 1000, 3)
 
 
+def in_graph_scores_session(work, size: int, threads: int):
+    """onnxruntime session over the default segmenter exported with an extra `scores` output (peak softmax per class)."""
+    import torch
+
+    from weakseg.export.graphs import SegmenterGraph
+    from weakseg.export.onnx_export import export_onnx
+    from weakseg.models.segmenter_io import load_segmenter
+
+    class WithScores(SegmenterGraph):
+        def forward(self, pixels: torch.Tensor):  # noqa: D102 - the variant under test
+            logits, mask = super().forward(pixels)
+            return mask, torch.softmax(logits, dim=1).amax(dim=(2, 3))
+
+    model, _ = load_segmenter(work / "seg.safetensors")
+    graph = WithScores(model.eval())
+    onnx_bytes = export_onnx(graph, torch.zeros((2, size, size, 3), dtype=torch.uint8), ("mask", "scores"))
+    return ort_session(onnx_bytes, threads=threads)
+
+
 def metric(text: str, name: str) -> float:
     """The value of one sample line of a Prometheus exposition."""
     return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(name)))
@@ -48,14 +70,24 @@ def main() -> None:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--calls", type=int, default=200)
+    p.add_argument("--in-graph-scores", action="store_true", help="also time a graph that computes the scores itself")
+    p.add_argument("--ort-spin-wait", default="default", choices=["on", "off", "default"], help="server and backend")
     args = p.parse_args()
-    repo = default_repository(ROOT / "benchmarks" / "results" / "cache" / "serving", args.size)
+    spin = {"on": True, "off": False}.get(args.ort_spin_wait)
+    work = ROOT / "benchmarks" / "results" / "cache" / "serving"
+    repo = default_repository(work, args.size)
     request = segment_request(args.size)
     pixels = np.frombuffer(request.image.raw.data, np.uint8).reshape(1, args.size, args.size, 3)
     session = ort_session((repo / "seg" / "1" / "model.onnx").read_bytes(), threads=args.threads)
     names = [o.name for o in session.get_outputs()]
     out: dict[str, float] = {"onnxruntime_ms": median_ms(lambda: session.run(names, {"pixels": pixels}), args.calls)}
-    backend = EmbeddedBackend(repo, device="cpu", threads=args.threads, batching=BatchingOptions(max_batch_size=1))
+    if args.in_graph_scores:
+        variant = in_graph_scores_session(work, args.size, args.threads)
+        out["onnxruntime_in_graph_scores_ms"] = median_ms(lambda: variant.run(["mask", "scores"], {"pixels": pixels}), args.calls)
+        out["onnxruntime_again_ms"] = median_ms(lambda: session.run(names, {"pixels": pixels}), args.calls)
+        del variant
+    backend = EmbeddedBackend(repo, device="cpu", threads=args.threads, batching=BatchingOptions(max_batch_size=1),
+                              spin_wait=spin)
     try:
         out["embedded_backend_ms"] = median_ms(lambda: backend.infer("seg", {"pixels": pixels}, ["logits", "mask"]), args.calls)
     finally:
@@ -63,7 +95,8 @@ def main() -> None:
     logits = session.run(["logits"], {"pixels": pixels})[0][0]
     out["softmax_scores_ms"] = median_ms(lambda: softmax_peaks(logits), args.calls)
     port = free_port()
-    server = ServerProcess(repo, args.threads, ["--max-batch-size", "1", "--metrics-port", str(port)])
+    server = ServerProcess(repo, args.threads, ["--max-batch-size", "1", "--metrics-port", str(port),
+                                                    "--ort-spin-wait", args.ort_spin_wait])
     try:
         stub = pb_grpc.SegmentationServiceStub(channel(server.address))
         out["client_round_trip_ms"] = median_ms(lambda: stub.Segment(request, timeout=60), args.calls)
@@ -75,7 +108,7 @@ def main() -> None:
         server.stop()
     for k, v in out.items():
         print(f"{k}: {v}")
-    print(json.dumps({**out, "size": args.size, "threads": args.threads}))
+    print(json.dumps({**out, "size": args.size, "threads": args.threads, "ort_spin_wait": args.ort_spin_wait}))
 
 
 if __name__ == "__main__":

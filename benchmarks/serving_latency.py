@@ -108,12 +108,14 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--requests", type=int, default=320, help="requests per concurrency level")
     p.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads (server and raw session)")
+    p.add_argument("--ort-spin-wait", default="default", choices=["on", "off", "default"],
+                   help="the server's onnxruntime idle busy-wait (the raw session keeps onnxruntime's default)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     repo = args.repo or default_repository(args.work, args.size)
     results: dict = {"batching": {}, "no_batching": {}}
     for label, extra in (("no_batching", ["--max-batch-size", "1"]), ("batching", [])):
-        server = ServerProcess(repo, args.threads, extra)
+        server = ServerProcess(repo, args.threads, [*extra, "--ort-spin-wait", args.ort_spin_wait])
         try:
             if label == "no_batching":
                 results["overhead_c1"] = overhead(repo, server.address, args.size, args.threads, rounds=10, per_round=20)
@@ -121,7 +123,8 @@ def main() -> None:
                 results[label][str(c)] = load(server.address, args.size, c, args.requests)
         finally:
             server.stop()
-    results["setup"] = {"size": args.size, "threads": args.threads, "cpus": len(__import__("os").sched_getaffinity(0)),
+    results["setup"] = {"size": args.size, "threads": args.threads, "ort_spin_wait": args.ort_spin_wait,
+                        "cpus": len(__import__("os").sched_getaffinity(0)),
                         "machine": platform.machine(), "model": "LR-ASPP MobileNetV3 (weakseg default segmenter)"}
     o = results["overhead_c1"]
     print(f"batch 1, interleaved: raw onnxruntime p50 {o['raw_onnxruntime']['p50_ms']} ms, Segment over gRPC p50 "

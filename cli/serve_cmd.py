@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-queue-delay-us", type=int, default=None, help="embedded: batcher wait to fill a batch (default: config.pbtxt)")
     p.add_argument("--max-queue-size", type=int, default=None, help="embedded: bounded queue per model (default: config.pbtxt)")
     p.add_argument("--threads", type=int, default=None, help="embedded: onnxruntime intra-op threads per model")
+    p.add_argument("--ort-spin-wait", default="default", choices=["on", "off", "default"],
+                   help="embedded: onnxruntime idle threads busy-wait between runs (default: onnxruntime's, on)")
     p.add_argument("--max-advcam-steps", type=int, default=27, help="per-request limit of AdvCAM steps (embedded)")
     p.add_argument("--max-gradient-pixels", type=int, default=512 * 512, help="largest image for Grad-CAM/AdvCAM (embedded)")
     p.add_argument("--api-key-file", type=Path, default=None, help="require one of these keys (one per line) on every RPC but health")
@@ -66,7 +68,8 @@ def _backend(args: argparse.Namespace):
                                                       else args.max_queue_delay_us / 1e6),
                                    max_queue_size=args.max_queue_size or d.max_queue_size)
     try:
-        return EmbeddedBackend(args.repo, device=args.device, threads=args.threads, batching=batching)
+        return EmbeddedBackend(args.repo, device=args.device, threads=args.threads, batching=batching,
+                               spin_wait={"on": True, "off": False}.get(args.ort_spin_wait))
     except (RepositoryError, ValueError) as e:
         raise WeaksegError(str(e)) from e
 

@@ -200,3 +200,18 @@ def test_server_reflection_lists_and_describes_the_services(serving_repo):
         assert segment.input_type.full_name == "weakseg.v1.SegmentRequest"
         assert "mask_raw" in pool.FindMessageTypeByName("weakseg.v1.SegmentResponse").fields_by_name
         ch.close()
+
+
+@pytest.mark.parametrize("spin_wait", [False, True])
+def test_onnxruntime_spin_wait_is_set_and_answers_are_unchanged(serving_repo, spin_wait):
+    from tests.serving_repo import ort_run
+    from weakseg.export.runtime import session_options
+
+    entry = "session.intra_op.allow_spinning"
+    assert session_options(2, spin_wait).get_session_config_entry(entry) == ("1" if spin_wait else "0")
+    x = np.random.default_rng(3).integers(0, 256, size=(1, 40, 48, 3), dtype=np.uint8)
+    backend = EmbeddedBackend(serving_repo, device="cpu", threads=1, spin_wait=spin_wait, models=["seg"])
+    try:
+        np.testing.assert_array_equal(backend.infer("seg", {"pixels": x}, ["mask"])["mask"], ort_run(serving_repo, "seg", x)["mask"])
+    finally:
+        backend.close()

@@ -81,8 +81,12 @@ class EmbeddedBackend(Backend):
     supports_gradients = True
 
     def __init__(self, repo: str | Path, *, device: str = "auto", threads: int | None = None,
-                 batching: BatchingOptions | None = None, models: Sequence[str] = ()) -> None:
-        """Load every entry of `repo` (or only `models`); `batching` overrides each config's knobs."""
+                 batching: BatchingOptions | None = None, models: Sequence[str] = (),
+                 spin_wait: bool | None = None) -> None:
+        """Load every entry of `repo` (or only `models`); `batching` overrides each config's knobs.
+
+        spin_wait: onnxruntime's idle-thread busy wait (None = its default, on); see weakseg.export.runtime.
+        """
         self.repo = Path(repo)
         if not self.repo.is_dir():
             raise RepositoryError(f"{self.repo}: model repository folder not found")
@@ -98,7 +102,7 @@ class EmbeddedBackend(Backend):
             self._providers = providers_for(device)
         except ValueError as e:
             raise RepositoryError(str(e)) from e
-        self._threads, self._device = threads, device
+        self._threads, self._device, self._spin = threads, device, spin_wait
         self._models: dict[str, _LoadedModel] = {}
         self._ready = threading.Event()
         self._observe: ModelObserveFn | None = None
@@ -118,7 +122,7 @@ class EmbeddedBackend(Backend):
         version = latest_version(entry)
         info = model_info(entry, config, version)
         try:
-            session = ort_session((entry / version / "model.onnx").read_bytes(), self._providers, self._threads)
+            session = ort_session((entry / version / "model.onnx").read_bytes(), self._providers, self._threads, self._spin)
         except Exception as e:  # onnxruntime raises its own exception types
             raise RepositoryError(f"{entry / version / 'model.onnx'}: onnxruntime cannot load it ({e})") from e
         if self._device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():

@@ -9,15 +9,29 @@ CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 
 
-def ort_session(onnx_bytes: bytes, providers: list[str] | None = None, threads: int | None = None):
-    """An onnxruntime InferenceSession (CPU provider unless told otherwise) over serialized model bytes."""
+def session_options(threads: int | None = None, spin_wait: bool | None = None):
+    """onnxruntime SessionOptions: quiet logs, intra-op threads, and whether idle intra-op threads busy-wait.
+
+    spin_wait None keeps onnxruntime's default (busy-wait on); False frees the cores between runs, which a server
+    sharing few cores with its RPC threads may prefer.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
-    return ort.InferenceSession(onnx_bytes, options, providers=providers or [CPU])
+    if spin_wait is not None:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
+    return options
+
+
+def ort_session(onnx_bytes: bytes, providers: list[str] | None = None, threads: int | None = None,
+                spin_wait: bool | None = None):
+    """An onnxruntime InferenceSession (CPU provider unless told otherwise) over serialized model bytes."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(onnx_bytes, session_options(threads, spin_wait), providers=providers or [CPU])
 
 
 def gpu_present() -> bool:
