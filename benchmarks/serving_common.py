@@ -51,13 +51,15 @@ def free_port() -> int:
 class ServerProcess:
     """`weakseg serve` in a child process, ready when its health check says SERVING."""
 
-    def __init__(self, repo: Path, threads: int, extra: list[str] = ()) -> None:
+    def __init__(self, repo: Path, threads: int, extra: list[str] = (), cpus: set[int] | None = None) -> None:
+        """Start the server (pinned to `cpus` when given) and wait until it is SERVING."""
         self.port = free_port()
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         self.proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--repo", str(repo), "--port", str(self.port),
                                       "--metrics-port", "-1", "--threads", str(threads), "--device", "cpu",
                                       "--log-level", "WARNING", *extra],
-                                     cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                     cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                     preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
         self.address = f"127.0.0.1:{self.port}"
         try:
             wait_until_serving(self.address, 120, alive=lambda: self.proc.poll() is None)

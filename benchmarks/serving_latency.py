@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import threading
 import time
@@ -110,12 +111,20 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads (server and raw session)")
     p.add_argument("--ort-spin-wait", default="default", choices=["on", "off", "default"],
                    help="the server's onnxruntime idle busy-wait (the raw session keeps onnxruntime's default)")
+    p.add_argument("--server-cpus", type=int, nargs="+", default=None,
+                   help="pin the server to these cores (and the client, raw session included, to the others)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
+    server_cpus = set(args.server_cpus) if args.server_cpus else None
+    if server_cpus:
+        client_cpus = os.sched_getaffinity(0) - server_cpus
+        if not client_cpus:
+            p.error("--server-cpus leaves no core for the client")
+        os.sched_setaffinity(0, client_cpus)
     repo = args.repo or default_repository(args.work, args.size)
     results: dict = {"batching": {}, "no_batching": {}}
     for label, extra in (("no_batching", ["--max-batch-size", "1"]), ("batching", [])):
-        server = ServerProcess(repo, args.threads, [*extra, "--ort-spin-wait", args.ort_spin_wait])
+        server = ServerProcess(repo, args.threads, [*extra, "--ort-spin-wait", args.ort_spin_wait], server_cpus)
         try:
             if label == "no_batching":
                 results["overhead_c1"] = overhead(repo, server.address, args.size, args.threads, rounds=10, per_round=20)
@@ -124,7 +133,8 @@ def main() -> None:
         finally:
             server.stop()
     results["setup"] = {"size": args.size, "threads": args.threads, "ort_spin_wait": args.ort_spin_wait,
-                        "cpus": len(__import__("os").sched_getaffinity(0)),
+                        "cpus": os.cpu_count(), "server_cpus": sorted(server_cpus or []),
+                        "client_cpus": sorted(os.sched_getaffinity(0)),
                         "machine": platform.machine(), "model": "LR-ASPP MobileNetV3 (weakseg default segmenter)"}
     o = results["overhead_c1"]
     print(f"batch 1, interleaved: raw onnxruntime p50 {o['raw_onnxruntime']['p50_ms']} ms, Segment over gRPC p50 "
