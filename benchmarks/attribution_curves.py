@@ -8,6 +8,8 @@ and xi (one AdvCAM run per value, T at its default); Fig. 3.15: seed mIoU agains
 GNDRP, read from the CAMs of every adapted model of one run each.
 
 Every image's result is cached; re-running resumes. Writes curves.json, fig_advcam.png and fig_rib_k.png.
+--parts runs some of the curves (advcam-t: (a)/(b); rib-k: Fig. 3.15; sweeps: (c)-(e)), so that separate
+processes can share the cores; each merges its curves into curves.json, and the figures show what is there.
 
     python benchmarks/attribution_curves.py --data BENCH/VOC2012 --model runs/cam --out bench/curves --images 30
 
@@ -39,6 +41,7 @@ from weakseg.io import atomic_save_npz, atomic_write_json  # noqa: E402
 from weakseg.metrics.seeds import SeedReport, evaluate_seeds  # noqa: E402
 
 VIEW = MultiScale(scales=(1.0,), flip=True)
+PARTS = ("advcam-t", "rib-k", "sweeps")
 
 
 @dataclass(frozen=True, eq=False)
@@ -111,11 +114,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--xis", type=float, nargs="+", default=[0.002, 0.004, 0.008, 0.016, 0.032])
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="auto")
+    p.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="curves to run (default all)")
     args = p.parse_args(argv)
 
     dataset, ids_path, model, device = open_subset(args, "curve_ids")
     base = {"model_sha256": model_identity(args.model), "ids": ids_path.read_text().split(), "view": "1.0+flip"}
-    result: dict = {"images": len(dataset.ids), "view": "scale 1.0 + flip"}
+    previous = args.out / "curves.json"
+    result: dict = json.loads(previous.read_text()) if previous.exists() else {}
+    if result.get("ids") != base["ids"] or result.get("model_sha256") != base["model_sha256"]:
+        result = {}  # curves of another subset or model are not merged
+    result.update({"images": len(dataset.ids), "view": "scale 1.0 + flip", "ids": base["ids"],
+                   "model_sha256": base["model_sha256"]})
 
     def trajectory_curve(label: str, method) -> list[SeedReport]:
         record = {**base, "method": method.config(), "kind": "trajectory"}
@@ -124,20 +133,22 @@ def main(argv: list[str] | None = None) -> int:
         cache_trajectories(method, model, dataset, folder, device, record)
         return prefix_reports(dataset, folder)
 
-    for label, method in (("advcam-reg", AdvCAM(steps=args.t_max)),
-                          ("advcam-noreg", AdvCAM(steps=args.t_max, suppress_others=False, restrict=False))):
+    advcam_t = (("advcam-reg", AdvCAM(steps=args.t_max)),
+                ("advcam-noreg", AdvCAM(steps=args.t_max, suppress_others=False, restrict=False)))
+    for label, method in advcam_t if "advcam-t" in args.parts else ():
         reports = trajectory_curve(label, method)
         result[label] = {"T": list(range(len(reports))), "miou": [100 * r.miou for r in reports],
                          "noise": [100 * noise(r) for r in reports], "threshold": [r.threshold for r in reports]}
     rib_common = {"data": str(args.rib_data or args.data), "split": args.split, "steps": args.k_max}
     if args.rib_batch is not None:
         rib_common["batch"] = args.rib_batch
-    for label, pooling in (("rib-gap", "gap"), ("rib-gndrp", "gndrp")):
+    for label, pooling in (("rib-gap", "gap"), ("rib-gndrp", "gndrp")) if "rib-k" in args.parts else ():
         reports = trajectory_curve(label, RIB(**rib_common, pooling=pooling))
         result[label] = {"K": list(range(len(reports))), "miou": [100 * r.miou for r in reports]}
 
     sweep_base = {} if args.sweep_steps is None else {"steps": args.sweep_steps}
-    for name, values in (("lam", args.lams), ("tau", args.taus), ("xi", args.xis)):
+    sweeps = (("lam", args.lams), ("tau", args.taus), ("xi", args.xis)) if "sweeps" in args.parts else ()
+    for name, values in sweeps:
         curve = []
         for v in values:
             method = AdvCAM(**sweep_base, **{name: v})
@@ -149,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         result[f"sweep-{name}"] = {"values": list(values), "miou": curve}
     atomic_write_json(args.out / "curves.json", result)
     plot(result, args.out)
-    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)}))
+    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (dict, list))}))
     for k, v in result.items():
         if isinstance(v, dict):
             print(k, {kk: [round(x, 2) if isinstance(x, float) and kk != "values" else x for x in vv] for kk, vv in v.items()})
@@ -165,13 +176,15 @@ def plot(result: dict, out: Path) -> None:
 
     fig, ax = plt.subplots(1, 5, figsize=(22, 4))
     for label, style in (("advcam-reg", "o-"), ("advcam-noreg", "s--")):
+        if label not in result:
+            continue
         curve = result[label]
         ax[0].plot(curve["T"], curve["miou"], style, label=label.replace("advcam-", ""))
         ax[1].plot(curve["T"], curve["noise"], style, label=label.replace("advcam-", ""))
     ax[0].set(title="(a) seed mIoU vs T", xlabel="T (adversarial steps)", ylabel="seed mIoU (%)")
     ax[1].set(title="(b) noise vs T", xlabel="T", ylabel="fg pixels that are bg (%)")
     for a, (name, title) in zip(ax[2:], (("lam", "(c) lambda"), ("tau", "(d) tau"), ("xi", "(e) xi"))):
-        sweep = result[f"sweep-{name}"]
+        sweep = result.get(f"sweep-{name}", {"values": [], "miou": []})
         a.plot(sweep["values"], sweep["miou"], "o-")
         a.set(title=f"{title}", xlabel=name, ylabel="seed mIoU (%)")
         if name == "xi":
@@ -181,6 +194,8 @@ def plot(result: dict, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "fig_advcam.png", dpi=100)
     plt.close(fig)
+    if "rib-gap" not in result or "rib-gndrp" not in result:
+        return
     fig, a = plt.subplots(figsize=(5, 4))
     for label, style in (("rib-gap", "s--"), ("rib-gndrp", "o-")):
         a.plot(result[label]["K"], result[label]["miou"], style, label=label.replace("rib-", "").upper())
