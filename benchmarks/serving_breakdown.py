@@ -1,5 +1,6 @@
 """Where the batch-1 Segment time goes: onnxruntime alone, the embedded backend (dynamic batcher) in process, the
-per-class softmax scores, the server's own handler time (its /metrics histogram) and the client's round trip.
+per-class softmax scores, the Segment handler called in process (no transport), the server's own handler time (its
+/metrics histogram) and the client's round trip.
 With --in-graph-scores it also times the alternative of computing the scores inside the exported graph (a variant
 graph with a `scores` output, run for mask + scores only, so no logits leave onnxruntime).
 
@@ -24,8 +25,9 @@ from serving_common import ROOT, ServerProcess, channel, default_repository, fre
 from serving.api import segmentation_pb2_grpc as pb_grpc  # noqa: E402
 from serving.backends.embedded import EmbeddedBackend  # noqa: E402
 from serving.batching import BatchingOptions  # noqa: E402
-from serving.domain import softmax_peaks  # noqa: E402
-from weakseg.export.runtime import ort_session  # noqa: E402
+from serving.domain import SegmentationService, softmax_peaks  # noqa: E402
+from serving.metrics import ServingMetrics  # noqa: E402
+from weakseg.export.runtime import SPIN_WAIT_CHOICES, ort_session, spin_wait_flag  # noqa: E402
 
 
 def median_ms(fn, calls: int) -> float:
@@ -59,6 +61,22 @@ def in_graph_scores_session(work, size: int, threads: int):
     return ort_session(onnx_bytes, threads=threads)
 
 
+class InProcessContext:
+    """The parts of grpc.ServicerContext the Segment handler uses, for timing it without a transport."""
+
+    def invocation_metadata(self) -> tuple:
+        return ()
+
+    def set_trailing_metadata(self, metadata) -> None:
+        pass
+
+    def time_remaining(self) -> float:
+        return 60.0
+
+    def abort(self, code, message: str) -> None:
+        raise RuntimeError(f"{code}: {message}")
+
+
 def metric(text: str, name: str) -> float:
     """The value of one sample line of a Prometheus exposition."""
     return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(name)))
@@ -71,9 +89,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--calls", type=int, default=200)
     p.add_argument("--in-graph-scores", action="store_true", help="also time a graph that computes the scores itself")
-    p.add_argument("--ort-spin-wait", default="default", choices=["on", "off", "default"], help="server and backend")
+    p.add_argument("--ort-spin-wait", default="default", choices=SPIN_WAIT_CHOICES, help="server and backend")
     args = p.parse_args()
-    spin = {"on": True, "off": False}.get(args.ort_spin_wait)
+    spin = spin_wait_flag(args.ort_spin_wait)
     work = ROOT / "benchmarks" / "results" / "cache" / "serving"
     repo = default_repository(work, args.size)
     request = segment_request(args.size)
@@ -90,6 +108,8 @@ def main() -> None:
                               spin_wait=spin)
     try:
         out["embedded_backend_ms"] = median_ms(lambda: backend.infer("seg", {"pixels": pixels}, ["logits", "mask"]), args.calls)
+        service = SegmentationService(backend, ServingMetrics())
+        out["in_process_handler_ms"] = median_ms(lambda: service.Segment(request, InProcessContext()), args.calls)
     finally:
         backend.close()
     logits = session.run(["logits"], {"pixels": pixels})[0][0]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cli.common import add_device, add_parser
 from weakseg.errors import WeaksegError
+from weakseg.export.runtime import SPIN_WAIT_CHOICES, spin_wait_flag
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-queue-delay-us", type=int, default=None, help="embedded: batcher wait to fill a batch (default: config.pbtxt)")
     p.add_argument("--max-queue-size", type=int, default=None, help="embedded: bounded queue per model (default: config.pbtxt)")
     p.add_argument("--threads", type=int, default=None, help="embedded: onnxruntime intra-op threads per model")
-    p.add_argument("--ort-spin-wait", default="default", choices=["on", "off", "default"],
+    p.add_argument("--ort-spin-wait", default="default", choices=SPIN_WAIT_CHOICES,
                    help="embedded: onnxruntime idle threads busy-wait between runs (default: onnxruntime's, on)")
     p.add_argument("--max-advcam-steps", type=int, default=27, help="per-request limit of AdvCAM steps (embedded)")
     p.add_argument("--max-gradient-pixels", type=int, default=512 * 512, help="largest image for Grad-CAM/AdvCAM (embedded)")
@@ -69,7 +70,7 @@ def _backend(args: argparse.Namespace):
                                    max_queue_size=args.max_queue_size or d.max_queue_size)
     try:
         return EmbeddedBackend(args.repo, device=args.device, threads=args.threads, batching=batching,
-                               spin_wait={"on": True, "off": False}.get(args.ort_spin_wait))
+                               spin_wait=spin_wait_flag(args.ort_spin_wait))
     except (RepositoryError, ValueError) as e:
         raise WeaksegError(str(e)) from e
 

@@ -9,6 +9,14 @@ CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 
 
+SPIN_WAIT_CHOICES = ("on", "off", "default")
+
+
+def spin_wait_flag(value: str) -> bool | None:
+    """--ort-spin-wait on|off|default -> True, False or None (onnxruntime's own default)."""
+    return {"on": True, "off": False}.get(value)
+
+
 def session_options(threads: int | None = None, spin_wait: bool | None = None):
     """onnxruntime SessionOptions: quiet logs, intra-op threads, and whether idle intra-op threads busy-wait.
 
