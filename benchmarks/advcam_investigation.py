@@ -71,6 +71,7 @@ def synth_config(data: Path) -> SynthConfig:
     """The generator configuration recorded in the benchmark's synth.json."""
     cfg = json.loads((data / "synth.json").read_text())["config"]
     cfg["part_fraction"] = tuple(cfg["part_fraction"])
+    cfg["class_context_prob"] = tuple(cfg.get("class_context_prob", ()))
     return SynthConfig(**cfg)
 
 

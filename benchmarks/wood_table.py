@@ -15,7 +15,8 @@ CAM / AdvCAM seeds on a fixed subset of --split and evaluates them (seed mIoU at
 
 Fine-tunes live in <out>/runs/<name>-<hash>/ (the engine resumes them), maps in <out>/maps/ (per image, see
 attribution_common), OoD sets in <out>/sets/. Re-running skips everything done; a changed setting gets new
-folders. Quick check: --images 8 --epochs 1 --advcam-steps 2 --parts t41.
+folders. Processes may share one --out (each entry is locked while it is computed; each part set writes its own
+wood_table_<parts>.md/json), so the parts can run side by side. Quick check: --images 8 --epochs 1 --advcam-steps 2 --parts t41.
 
     python benchmarks/wood_table.py --data BENCH/VOC2012 --model runs/cam --out bench/wood --threads 2
 """
@@ -23,6 +24,7 @@ folders. Quick check: --images 8 --epochs 1 --advcam-steps 2 --parts t41.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -40,7 +42,7 @@ from weakseg.attribution import CAM, AdvCAM, MultiScale  # noqa: E402
 from weakseg.data.voc import VOCDataset  # noqa: E402
 from weakseg.device import resolve_device, set_threads  # noqa: E402
 from weakseg.engine import TrainConfig  # noqa: E402
-from weakseg.io import atomic_write_json, atomic_write_text  # noqa: E402
+from weakseg.io import atomic_write_json, atomic_write_text, exclusive_lock  # noqa: E402
 from weakseg.models.checkpoint import WEIGHTS_NAME  # noqa: E402
 from weakseg.models.classifier_io import load_classifier  # noqa: E402
 from weakseg.ood.decisions import ReviewLog  # noqa: E402
@@ -54,10 +56,27 @@ ABLATION = {"a": (False, False, False), "b": (True, False, False), "c": (False, 
             "d": (True, True, False), "e": (True, False, True), "f": (True, True, True)}
 
 
-def loss_for(row: str) -> WoodLossConfig:
-    """The loss configuration of ablation row (a)-(f)."""
+def base_loss(args: argparse.Namespace) -> WoodLossConfig:
+    """Row (f)'s loss: the text's defaults or the authors' code (--wood-variant), then --wood KEY=VALUE overrides."""
+    cfg = WoodLossConfig.code() if args.wood_variant == "code" else WoodLossConfig()
+    fields = {f.name: f.type for f in dataclasses.fields(WoodLossConfig)}
+    for item in args.wood:
+        key, _, value = item.partition("=")
+        if key not in fields or not value:
+            raise SystemExit(f"--wood {item!r}: expected KEY=VALUE with KEY one of {', '.join(fields)}")
+        cast = {"float": float, "int": int, "bool": lambda v: v.lower() in ("1", "true", "yes"), "str": str}[fields[key]]
+        cfg = dataclasses.replace(cfg, **{key: cast(value)})
+    return cfg.validate()
+
+
+def loss_for(row: str, base: WoodLossConfig) -> WoodLossConfig:
+    """The loss configuration of ablation row (a)-(f) on top of row (f)'s `base`.
+
+    Row (a) has neither OoD term, so it is the same run whatever the variant (one cached run serves all)."""
     cls_ood, pull, push = ABLATION[row]
-    return WoodLossConfig(ood_weight=1.0 if cls_ood else 0.0, pull=pull, push=push)
+    if not (cls_ood or pull or push):
+        return WoodLossConfig(ood_weight=0.0, pull=False, push=False)
+    return dataclasses.replace(base, ood_weight=base.ood_weight if cls_ood else 0.0, pull=pull, push=push)
 
 
 class Bench:
@@ -67,24 +86,34 @@ class Bench:
         set_threads(args.threads)
         self.args, self.device = args, resolve_device(args.device)
         args.out.mkdir(parents=True, exist_ok=True)
-        self.ids_path = fixed_subset(args.data, args.split, args.images, args.subset_seed, args.out)
+        # named by its draw, so parts with other --images (e.g. a costly AdvCAM T=27 on fewer) share the fine-tunes
+        self.ids_path = fixed_subset(args.data, args.split, args.images, args.subset_seed, args.out,
+                                     name=f"ids-{args.split}-{args.images}-{args.subset_seed}")
         self.dataset = VOCDataset(args.data, self.ids_path, labels="auto")
         self.multiscale = MultiScale(scales=tuple(args.scales), flip=not args.no_flip)
         self.base_sha = model_identity(args.model)
         self.classes = load_classifier(args.model)[1]
         self.mine = self._mine_and_review()
         self.results: dict[str, dict] = {}
+        self.base_loss = base_loss(args)
+        # the authors' code also computes the centres once and takes one anti-adversarial step on OoD images
+        self.job_extra = {"centre_every": 0, "adv_steps": 1} if args.wood_variant == "code" else {}
+
+    def loss_for(self, row: str) -> WoodLossConfig:
+        """Ablation row (a)-(f) of this run's loss variant."""
+        return loss_for(row, self.base_loss)
 
     def _mine_and_review(self) -> Path:
         pool = open_pool(self.args.data / "OoD")
         folder = self.args.out / f"mine-{short_hash([self.base_sha, str(pool.root), self.args.threshold])}"
-        if not (folder / MINE_NAME).exists():
-            model, classes = load_classifier(self.args.model, self.device)
-            write_mining(folder, pool, classes, score_pool(model, pool, self.device), self.args.threshold,
-                         {"model": str(self.args.model), "model_sha256": self.base_sha})
-        log = ReviewLog(folder)
-        if log.pending():
-            oracle_review(log)
+        with exclusive_lock(folder.with_name(folder.name + ".lock")):
+            if not (folder / MINE_NAME).exists():
+                model, classes = load_classifier(self.args.model, self.device)
+                write_mining(folder, pool, classes, score_pool(model, pool, self.device), self.args.threshold,
+                             {"model": str(self.args.model), "model_sha256": self.base_sha})
+            log = ReviewLog(folder)
+            if log.pending():
+                oracle_review(log)
         print(json.dumps({"mining": str(folder), **log.summary().to_json()}))
         return folder
 
@@ -92,7 +121,7 @@ class Bench:
         """Write (once) an OoD image list under <out>/sets/."""
         path = self.args.out / "sets" / f"{name}.txt"
         if not path.exists():
-            write_path_list(path, images)
+            write_path_list(path, images)  # atomic; concurrent writers write the same list
         return path
 
     def reviewed(self) -> list[Path]:
@@ -102,17 +131,21 @@ class Bench:
     def finetune(self, name: str, ood: Path, loss: WoodLossConfig, seed: int) -> Path:
         """A W-OoD fine-tune of the shared classifier (resumes; skipped when finished)."""
         a = self.args
+        plain = not (loss.ood_weight or loss.pull or loss.push)  # row (a): the variant's job settings do nothing
+        extra = {} if plain else self.job_extra
         record = {"name": name, "base": self.base_sha, "ood": ood.read_text(), "loss": loss.to_dict(), "seed": seed,
-                  "epochs": a.epochs, "lr": a.lr, "batch": a.batch_size, "ood_batch": a.ood_batch_size, "crop": a.crop}
+                  "epochs": a.epochs, "lr": a.lr, "batch": a.batch_size, "ood_batch": a.ood_batch_size, "crop": a.crop,
+                  **({"job": extra} if extra else {})}
         out = a.out / "runs" / f"{name}-{short_hash(record)}"
         run_json = out / "run.json"
-        if run_json.exists() and len(json.loads(run_json.read_text()).get("history", [])) >= a.epochs:
-            return out
-        print(f"fine-tune {name}: {out}", flush=True)
-        job = ClassifierJob(data=a.data, out=out, split=a.train_split, val_split=None, crop=a.crop, init=a.model,
-                            train=TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=seed))
-        train_wood(WoodJob(classifier=job, ood=ood, loss=loss, ood_batch_size=a.ood_batch_size), self.device,
-                   progress=False)
+        with exclusive_lock(out.with_name(out.name + ".lock")):  # another process may be training this run
+            if run_json.exists() and len(json.loads(run_json.read_text()).get("history", [])) >= a.epochs:
+                return out
+            print(f"fine-tune {name}: {out}", flush=True)
+            job = ClassifierJob(data=a.data, out=out, split=a.train_split, val_split=None, crop=a.crop, init=a.model,
+                                train=TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=seed))
+            train_wood(WoodJob(classifier=job, ood=ood, loss=loss, ood_batch_size=a.ood_batch_size, **extra), self.device,
+                       progress=False)
         return out
 
     def seeds(self, run: Path, method: str) -> dict:
@@ -127,8 +160,9 @@ class Bench:
                   "multiscale": {"scales": list(self.multiscale.scales), "flip": self.multiscale.flip}}
         folder = a.out / "maps" / f"{method}-{short_hash(record)}"
         model = load_classifier(weights, self.device)[0]
-        run_cached(att, model, self.dataset, self.dataset.ids, self.multiscale, folder, self.device, record,
-                   progress=lambda s: None)
+        with exclusive_lock(folder.with_name(folder.name + ".lock")):
+            run_cached(att, model, self.dataset, self.dataset.ids, self.multiscale, folder, self.device, record,
+                       progress=lambda s: None)
         ev = evaluate_cached(self.dataset, folder, crf=False).plain
         self.results[key] = {"mIoU": 100 * ev.miou, "P": 100 * ev.precision, "R": 100 * ev.recall, "F1": 100 * ev.f1,
                              "thr": ev.threshold, "per_class": {k: 100 * v for k, v in ev.per_class.items()}}
@@ -138,8 +172,8 @@ class Bench:
 def part_t41(b: Bench) -> str:
     """Table 4.1 style rows."""
     ood = b.ood_set("reviewed", b.reviewed())
-    runs = {"shared classifier (no fine-tune)": b.args.model, "fine-tuned without OoD (a)": b.finetune("a", ood, loss_for("a"), 0),
-            "+ W-OoD (f)": b.finetune("f", ood, loss_for("f"), 0)}
+    runs = {"shared classifier (no fine-tune)": b.args.model, "fine-tuned without OoD (a)": b.finetune("a", ood, b.loss_for("a"), 0),
+            "+ W-OoD (f)": b.finetune("f", ood, b.loss_for("f"), 0)}
     rows = [{"method": f"{m.upper() if m == 'cam' else 'AdvCAM'}: {name}", **{k: v for k, v in b.seeds(run, m).items() if k != "per_class"}}
             for m in b.args.methods for name, run in runs.items()]
     return markdown(rows, ["method", "mIoU", "P", "R", "F1", "thr"])
@@ -150,7 +184,7 @@ def part_t45(b: Bench) -> str:
     ood = b.ood_set("reviewed", b.reviewed())
     rows = []
     for row, (cls_ood, pull, push) in ABLATION.items():
-        vals = [b.seeds(b.finetune(row, ood, loss_for(row), s), "cam")["mIoU"] for s in b.args.seeds]
+        vals = [b.seeds(b.finetune(row, ood, b.loss_for(row), s), "cam")["mIoU"] for s in b.args.seeds]
         rows.append({"row": f"({row})", "L_cls D_ood": "x" if cls_ood else "", "L_d D_in": "x" if pull else "",
                      "L_d D_ood": "x" if push else "", "mIoU mean": float(np.mean(vals)), "mIoU std": float(np.std(vals)),
                      "runs": " ".join(f"{v:.1f}" for v in vals)})
@@ -173,8 +207,8 @@ def part_fig45a(b: Bench) -> str:
                 picks = [kept[i] for i in sorted(rng.choice(len(kept), size=n, replace=False))]
             name = "f" if n == len(kept) else f"count{n}-rep{r}"  # all of them: row (f) itself
             ood = b.ood_set("reviewed" if n == len(kept) else name, picks)
-            series.setdefault(n, []).append(b.seeds(b.finetune(name, ood, loss_for("f"), 0), "cam")["mIoU"])
-    base = b.seeds(b.finetune("a", b.ood_set("reviewed", kept), loss_for("a"), 0), "cam")["mIoU"]
+            series.setdefault(n, []).append(b.seeds(b.finetune(name, ood, b.loss_for("f"), 0), "cam")["mIoU"])
+    base = b.seeds(b.finetune("a", b.ood_set("reviewed", kept), b.loss_for("a"), 0), "cam")["mIoU"]
     import matplotlib
 
     matplotlib.use("Agg")
@@ -203,10 +237,10 @@ def part_t46(b: Bench) -> str:
     rng = np.random.default_rng(0)
     random_pool = [pool.image_path(pool.ids[i]) for i in sorted(rng.choice(len(pool.ids), size=min(n, len(pool.ids)), replace=False))]
     random_hard = [pool.image_path(cands[i].image) for i in sorted(rng.choice(len(cands), size=min(n, len(cands)), replace=False))]
-    sets = {"no OoD (a)": ("a", b.ood_set("reviewed", kept), loss_for("a")),
-            "random OoD": ("random", b.ood_set("random", random_pool), loss_for("f")),
-            "random hard OoD (unreviewed)": ("randomhard", b.ood_set("random_hard", random_hard), loss_for("f")),
-            "reviewed hard OoD": ("f", b.ood_set("reviewed", kept), loss_for("f"))}
+    sets = {"no OoD (a)": ("a", b.ood_set("reviewed", kept), b.loss_for("a")),
+            "random OoD": ("random", b.ood_set("random", random_pool), b.loss_for("f")),
+            "random hard OoD (unreviewed)": ("randomhard", b.ood_set("random_hard", random_hard), b.loss_for("f")),
+            "reviewed hard OoD": ("f", b.ood_set("reviewed", kept), b.loss_for("f"))}
     truth = read_truth(pool.truth_path)
     rows = []
     for label, (name, ood, loss) in sets.items():
@@ -221,8 +255,8 @@ def part_t46(b: Bench) -> str:
 def part_perclass(b: Bench) -> str:
     """Per-class CAM IoU gain of W-OoD (f) over (a) and each class's context correlation."""
     ood = b.ood_set("reviewed", b.reviewed())
-    before = b.seeds(b.finetune("a", ood, loss_for("a"), 0), "cam")["per_class"]
-    after = b.seeds(b.finetune("f", ood, loss_for("f"), 0), "cam")["per_class"]
+    before = b.seeds(b.finetune("a", ood, b.loss_for("a"), 0), "cam")["per_class"]
+    after = b.seeds(b.finetune("f", ood, b.loss_for("f"), 0), "cam")["per_class"]
     synth = json.loads((b.args.data / "synth.json").read_text())
     preferred = {c["name"]: c.get("preferred_context") for c in synth["classes"]}
     train_ids = set(VOCDataset(b.args.data, b.args.train_split).ids)
@@ -259,6 +293,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16, help="in-distribution images per step")
     p.add_argument("--ood-batch-size", type=int, default=8, help="OoD images per step")
     p.add_argument("--crop", type=int, default=128, help="training crop")
+    p.add_argument("--wood-variant", default="text", choices=["text", "code"],
+                   help="the W-OoD loss of rows (b)-(f): the text's, or the authors' code (means, |C|/K, batch-wide "
+                        "top-tau, OoD weight 0.25, centres once, one anti-adversarial step)")
+    p.add_argument("--wood", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="overrides of the loss configuration (weakseg.ood.losses.WoodLossConfig fields), e.g. lam=0.002")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds of the ablation")
     p.add_argument("--counts", type=int, nargs="+", default=[16, 32, 64], help="OoD-set sizes of Fig. 4.5(a) (besides 1 per class and all)")
     p.add_argument("--repeats", type=int, default=3, help="random subsets per size in Fig. 4.5(a)")
@@ -272,15 +311,20 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args)
     header = (f"{len(bench.dataset.ids)} images of {args.data} ({args.split}, subset seed {args.subset_seed}); fine-tunes of "
               f"{args.model} for {args.epochs} epochs at lr {args.lr}; scales {list(bench.multiscale.scales)}"
-              f"{' + flip' if bench.multiscale.flip else ''}; seed mIoU at the best threshold, P/R/F1 = foreground means (%).")
+              f"{' + flip' if bench.multiscale.flip else ''}; W-OoD loss {args.wood_variant} {bench.base_loss.to_dict()}"
+              f"{' ' + str(bench.job_extra) if bench.job_extra else ''}; seed mIoU at the best threshold, P/R/F1 = "
+              "foreground means (%).")
     parts = {"t41": part_t41, "t45": part_t45, "fig45a": part_fig45a, "t46": part_t46, "perclass": part_perclass}
+    # one report per part set and loss: processes may share --out
+    stem = "_".join([*args.parts, *([args.wood_variant] if args.wood_variant != "text" else []),
+                     *[w.replace("=", "-") for w in args.wood]])
     report = [header]
     for name in args.parts:
         table = parts[name](bench)
         print(f"\n## {name}\n\n{table}", flush=True)
         report.append(f"## {name}\n\n{table}")
-        atomic_write_text(args.out / "wood_table.md", "\n\n".join(report) + "\n")
-    atomic_write_json(args.out / "wood_table.json", {"header": header, "results": bench.results})
+        atomic_write_text(args.out / f"wood_table_{stem}.md", "\n\n".join(report) + "\n")
+    atomic_write_json(args.out / f"wood_table_{stem}.json", {"header": header, "results": bench.results})
     return 0
 
 

@@ -69,6 +69,9 @@ def add_wood_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--wood-no-pull", action="store_true", help="drop L_d's in-distribution (class-centre) term")
     g.add_argument("--wood-no-push", action="store_true", help="drop L_d's OoD (cluster) term")
     g.add_argument("--wood-distance", default="euclidean", choices=["euclidean", "squared"], help="d of Eq. 4.1")
+    g.add_argument("--wood-features", default="raw", choices=["raw", "unit"],
+                   help="L_d on the raw features z (text, code) or on z/||z|| (bounded; raw L_d can be lowered without "
+                        "bound by scaling z up)")
     g.add_argument("--wood-reduction", default=None, choices=["sum", "mean"], help="sum over classes/clusters (Eq. 4.2) or mean [text sum, code mean]")
     g.add_argument("--wood-in-scale", default=None, choices=["one", "classes_over_k"], help="factor on the pull term [text one, code |C|/K]")
     g.add_argument("--wood-scope", default=None, choices=["image", "batch"], help="top-tau per image or over the batch [text image, code batch]")
@@ -96,7 +99,7 @@ def wood_job_from_args(args: argparse.Namespace, classifier_job):
     loss = WoodLossConfig(lam=args.wood_lambda, tau=args.wood_tau, k_max=args.wood_k, ood_weight=_variant(args, "ood_weight"),
                           pull=not args.wood_no_pull, push=not args.wood_no_push, distance=args.wood_distance,
                           reduction=_variant(args, "reduction"), in_scale=_variant(args, "in_scale"),
-                          scope=_variant(args, "scope"))
+                          scope=_variant(args, "scope"), features=args.wood_features)
     return WoodJob(classifier=classifier_job, ood=args.ood, loss=loss, ood_batch_size=args.ood_batch_size,
                    centre_every=_variant(args, "centre_every"), adv_steps=_variant(args, "adv_steps"),
                    adv_xi=args.wood_adv_xi, kmeans_iters=args.wood_kmeans_iters, select=args.select,

@@ -58,6 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="class evidence in the body: 0 = body identical for all classes, 1 = as distinctive as the part")
     g.add_argument("--context-prob", type=float, default=d.context_prob,
                    help="probability that an image shows the preferred context of one of its classes")
+    g.add_argument("--class-context-prob", type=float, nargs="+", default=None, metavar="P",
+                   help="one context probability per class, in class order, instead of --context-prob (some classes "
+                        "strongly context-correlated, others weakly)")
     g.add_argument("--neutral-prob", type=float, default=d.neutral_prob,
                    help="otherwise: probability of a neutral background (else an absent class's context)")
 
@@ -86,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         size_jitter=args.size_jitter, min_size=args.min_size, max_size=args.max_size,
         max_instances=args.max_instances, max_classes=args.max_classes,
         part_fraction=(float(args.part_fraction[0]), float(args.part_fraction[1])),
-        body_strength=args.body_strength, context_prob=args.context_prob, neutral_prob=args.neutral_prob,
+        body_strength=args.body_strength, context_prob=args.context_prob,
+        class_context_prob=tuple(args.class_context_prob or ()), neutral_prob=args.neutral_prob,
         min_visible=args.min_visible, min_pixels=args.min_pixels, void_width=args.void_width,
         noise=args.noise, photometric=args.photometric, blur=args.blur,
         ood_context=args.ood_context, ood_foreground=args.ood_foreground, jpeg_quality=args.jpeg_quality,

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from weakseg.data.classes import IGNORE_INDEX, voc_palette
+from weakseg.errors import WeaksegError
 from weakseg.data.synth import (CLASS_DESIGNS, SynthConfig, generate, render_ood, render_sample,
                                 render_sample_detailed)
 from weakseg.data import synth_draw
@@ -194,6 +195,29 @@ def test_context_probability(prob: float, tmp_path: Path) -> None:
         own = {preferred[c] for c in m["classes"]}
         assert m["context_matched"] == (prob == 1.0)
         assert (m["context"] in own) == (prob == 1.0)
+
+
+def test_per_class_context_probability(tmp_path: Path) -> None:
+    """class_context_prob: a class at 1.0 always brings its context when it is the drawn class, one at 0.0 never."""
+    out = tmp_path / "ctx"
+    cfg = _tiny(classes=2, class_context_prob=(1.0, 0.0), max_classes=1, train=24, val=4, ood=0)
+    generate(cfg, out, progress=False)
+    meta = _meta(out)
+    preferred = {c["name"]: c["preferred_context"] for c in meta["classes"]}
+    assert [c["context_prob"] for c in meta["classes"]] == [1.0, 0.0]
+    seen = set()
+    for m in meta["images"].values():
+        (name,) = m["classes"]  # one class per image
+        seen.add(name)
+        assert m["context_matched"] == (name == meta["classes"][0]["name"])
+        assert (m["context"] == preferred[name]) == m["context_matched"]
+    assert seen == set(preferred)
+
+
+@pytest.mark.parametrize("values", [(0.5,), (0.5, 1.5)])
+def test_per_class_context_probability_is_validated(values: tuple[float, ...]) -> None:
+    with pytest.raises(WeaksegError, match="class-context-prob"):
+        _tiny(classes=2, class_context_prob=values).validate()
 
 
 def test_ood_truth(bench: Path) -> None:

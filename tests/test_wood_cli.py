@@ -81,6 +81,25 @@ def test_mine_review_train_and_pseudo(tiny_synth, tiny_classifier, tmp_path, cap
     assert _last_json(capsys.readouterr().out)["succeeded"] == 3
 
 
+@pytest.mark.slow
+def test_unit_features_put_the_centres_inside_the_unit_ball(tiny_synth, tiny_classifier, tmp_path, capsys):
+    """--wood-features unit: the centres are means of unit features (norm <= 1) and the record says so."""
+    mine = tmp_path / "mine"
+    assert main(["ood", "mine", "--model", str(tiny_classifier), "--pool", str(tiny_synth / "OoD"), "--out", str(mine),
+                 "--threshold", "0", "--device", "cpu"]) == 0
+    assert main(["ood", "review", "--candidates", str(mine), "--accept-all"]) == 0
+    run = tmp_path / "wood_unit"
+    assert main(["train", "classifier", "--data", str(tiny_synth), "--out", str(run), "--init", str(tiny_classifier),
+                 "--ood", str(mine), "--epochs", "1", "--batch-size", "8", "--ood-batch-size", "4", "--crop", "64",
+                 "--val-split", "", "--device", "cpu", "--quiet", "--wood-features", "unit"]) == 0
+    capsys.readouterr()
+    centres = torch.load(run / CENTRES_NAME, weights_only=True)
+    for key in ("in_centres", "ood_centres"):
+        norms = centres[key].norm(dim=1)
+        assert (norms <= 1 + 1e-6).all() and (norms > 0).any()
+    assert json.loads((run / "run.json").read_text())["wood"]["loss"]["features"] == "unit"
+
+
 def test_wood_input_errors_are_one_line(tiny_synth, tiny_classifier, tmp_path, capsys):
     assert main(["train", "classifier", "--data", str(tiny_synth), "--out", str(tmp_path / "r"), "--ood", str(tmp_path),
                  "--epochs", "1", "--device", "cpu"]) == 2

@@ -53,6 +53,31 @@ def test_code_variant_reduces_by_means_and_scales_the_pull_term():
     assert float(loss) == pytest.approx(float(expected), abs=1e-9)
 
 
+def test_raw_sums_fall_without_bound_when_z_is_scaled_and_unit_features_do_not():
+    """The text's L_d with more pushed clusters than pulled classes is lowered by scaling z up; on unit features
+    it is scale invariant and bounded by the counts (distances <= 2)."""
+    z, y, p_in, p_ood = _hand_made()
+    z = z + torch.tensor([1.0, 1.0], dtype=torch.float64)  # no zero row (a direction for every image)
+    y = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64)  # one class each, 3 pushed clusters
+    raw = WoodLossConfig(tau=0.6)
+    values = [float(distance_loss(s * z, y, p_in, p_ood, raw)[0]) for s in (1.0, 10.0, 100.0, 1000.0)]
+    assert values == sorted(values, reverse=True) and values[-1] < -1000
+    unit = WoodLossConfig(tau=0.6, features="unit")
+    u_in, u_ood = F.normalize(p_in, dim=1), F.normalize(p_ood, dim=1)
+    scaled = [float(distance_loss(s * z, y, u_in, u_ood, unit)[0]) for s in (1.0, 10.0, 1000.0)]
+    assert scaled == pytest.approx([scaled[0]] * 3, abs=1e-9) and -3 * 2 <= scaled[0] <= 2
+    loss, _ = distance_loss(z, y, u_in, u_ood, unit)
+    expected = distance_loss(F.normalize(z, dim=1), y, u_in, u_ood, raw)[0]  # unit = raw L_d of z / ||z||
+    assert float(loss) == pytest.approx(float(expected), abs=1e-12)
+
+
+def test_features_option_is_validated_and_kept_out_of_old_records():
+    with pytest.raises(WeaksegError, match="features"):
+        WoodLossConfig(features="cosine").validate()
+    assert "features" not in WoodLossConfig().to_dict()
+    assert WoodLossConfig(features="unit").to_dict()["features"] == "unit"
+
+
 def test_top_tau_selection_picks_the_nearest_clusters():
     d = torch.tensor([[5.0, 1.0, 4.0, 2.0, 3.0, 9.0, 8.0, 7.0, 6.0, 0.5]])
     mask = top_tau_mask(d, 0.2)  # 20% of 10 -> 2

@@ -27,7 +27,7 @@ from weakseg.models.checkpoint import RESUME_NAME, load_resume, save_resume
 from weakseg.models.resnet_cam import CAMClassifier
 from weakseg.ood.decisions import resolve_ood_images
 from weakseg.ood.kmeans import kmeans
-from weakseg.ood.losses import WoodLossConfig, num_clusters, wood_loss
+from weakseg.ood.losses import WoodLossConfig, embed, num_clusters, wood_loss
 from weakseg.ood.mining import batched_forward
 
 CENTRES_NAME = "wood_centres.pt"
@@ -135,10 +135,10 @@ class CentreSchedule:
 
     def compute(self, model: CAMClassifier, epoch: int) -> Centres:
         """Class centres of the training images and K-means centres of the OoD images under the current network."""
-        ids = self.setup.train_set.ids
-        z_in = gap_features(model, [self.setup.cache(i) for i in ids], self.device)
+        ids, features = self.setup.train_set.ids, self.job.loss.features
+        z_in = embed(gap_features(model, [self.setup.cache(i) for i in ids], self.device), features)
         y = torch.stack([self.setup.labels[i] for i in ids])
-        z_ood = gap_features(model, self.ood_images, self.device)
+        z_ood = embed(gap_features(model, self.ood_images, self.device), features)
         km = kmeans(z_ood, self.k, seed=self.job.classifier.train.seed, iters=self.job.kmeans_iters)
         centres = Centres(epoch, class_centres(z_in, y), km.centres, km.inertia)
         save_resume(self.path, {"epoch": epoch, "in_centres": centres.in_centres, "ood_centres": centres.ood_centres,

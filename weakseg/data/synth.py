@@ -11,7 +11,8 @@ problems weakly supervised segmentation has to solve.
    A segmentation has to recover the whole body although the classifier only needs the part.
 
 2. Spurious correlation. Every class has a preferred background CONTEXT (train/rails, boat/water...)
-   that appears with it with probability `context_prob`; otherwise the background is neutral or the
+   that appears with it with probability `context_prob` (or a per-class `class_context_prob`, so some
+   classes are strongly context-correlated and others weakly); otherwise the background is neutral or the
    context of a class that is absent. The context fills the WHOLE background rather than a band:
    this keeps the strength of the cue controlled by one knob (`context_prob`) instead of also by a
    random region size, it puts context pixels next to every object boundary (where CAMs leak, as
@@ -136,6 +137,7 @@ class SynthConfig:
     part_fraction: tuple[float, float] = (0.15, 0.22)
     body_strength: float = 0.3
     context_prob: float = 0.8
+    class_context_prob: tuple[float, ...] = ()  # per class (in class order); empty: context_prob for every class
     neutral_prob: float = 0.5
     min_visible: float = 0.3
     min_pixels: int = 40
@@ -171,6 +173,10 @@ class SynthConfig:
                      "ood_foreground", "blur", "photometric"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 bad(f"--{name.replace('_', '-')} must be in [0, 1]")
+        if self.class_context_prob and len(self.class_context_prob) != self.classes:
+            bad(f"--class-context-prob needs one value per class ({self.classes}), got {len(self.class_context_prob)}")
+        if not all(0.0 <= v <= 1.0 for v in self.class_context_prob):
+            bad("--class-context-prob values must be in [0, 1]")
         if self.ood_context + self.ood_foreground > 1.0:
             bad("--ood-context + --ood-foreground must be <= 1")
         if self.void_width < 0 or self.min_pixels < 1 or self.noise < 0:
@@ -185,6 +191,10 @@ class SynthConfig:
     @property
     def class_names(self) -> list[str]:
         return [d.name for d in self.designs]
+
+    def context_prob_of(self, cls: int) -> float:
+        """Probability that an image showing class index `cls` (0-based) as its drawn class shows its context."""
+        return self.class_context_prob[cls] if self.class_context_prob else self.context_prob
 
 
 @dataclass
@@ -351,8 +361,16 @@ def _layout(cfg: SynthConfig, rng: np.random.Generator, h: int, w: int, max_clas
 
 
 def _choose_context(cfg: SynthConfig, rng: np.random.Generator, present: list[int]) -> tuple[str, bool]:
-    """The preferred context of a present class with probability context_prob, else neutral or another's."""
-    if rng.random() < cfg.context_prob:
+    """The preferred context of a present class with probability context_prob, else neutral or another's.
+
+    With per-class probabilities the class is drawn first and its own probability decides, so classes with a
+    high value are strongly context-correlated and the others weakly (the default path keeps its random stream).
+    """
+    if cfg.class_context_prob:
+        cls = present[int(rng.integers(len(present)))]
+        if rng.random() < cfg.class_context_prob[cls]:
+            return CLASS_DESIGNS[cls].context, True
+    elif rng.random() < cfg.context_prob:
         return CLASS_DESIGNS[present[int(rng.integers(len(present)))]].context, True
     others = [d.context for i, d in enumerate(cfg.designs) if i not in present]
     if rng.random() < cfg.neutral_prob or not others:
@@ -606,7 +624,8 @@ def generate(config: SynthConfig, out_dir: str | os.PathLike, progress: bool = T
     record = {
         "generator": "weakseg.data.synth", "version": SYNTH_VERSION,
         "config": dataclasses.asdict(cfg),
-        "classes": [d.to_json(c, cfg.body_strength) for c, d in enumerate(cfg.designs, 1)],
+        "classes": [{**d.to_json(c, cfg.body_strength), "context_prob": cfg.context_prob_of(c - 1)}
+                    for c, d in enumerate(cfg.designs, 1)],
         "contexts": [{"index": i, "name": n, "description": draw.CONTEXTS[n][1],
                       "preferred_by": next((d.name for d in cfg.designs if d.context == n), None)}
                      for i, n in enumerate(CONTEXT_NAMES)],

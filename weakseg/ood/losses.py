@@ -33,6 +33,7 @@ class WoodLossConfig:
     reduction: str = "sum"  # sum (Eq. 4.2) | mean (authors' code: means over the B x C and B x K matrices)
     in_scale: str = "one"  # one | classes_over_k (authors' code: pull term times |C|/K)
     scope: str = "image"  # image (top-tau% per image) | batch (authors' code: over the batch's whole matrix)
+    features: str = "raw"  # raw z (text and code) | unit: z / ||z|| for L_d and the centres (bounded distances)
 
     def validate(self) -> "WoodLossConfig":
         """Raise WeaksegError on a value outside its range; return self."""
@@ -41,7 +42,8 @@ class WoodLossConfig:
                   (self.distance in ("euclidean", "squared"), "distance must be euclidean or squared"),
                   (self.reduction in ("sum", "mean"), "reduction must be sum or mean"),
                   (self.in_scale in ("one", "classes_over_k"), "in-scale must be one or classes_over_k"),
-                  (self.scope in ("image", "batch"), "scope must be image or batch")]
+                  (self.scope in ("image", "batch"), "scope must be image or batch"),
+                  (self.features in ("raw", "unit"), "features must be raw or unit")]
         for ok, msg in checks:
             if not ok:
                 raise WeaksegError(f"W-OoD: {msg}")
@@ -53,8 +55,21 @@ class WoodLossConfig:
         return replace(cls(ood_weight=0.25, reduction="mean", in_scale="classes_over_k", scope="batch"), **overrides)
 
     def to_dict(self) -> dict:
-        """Plain-dict form for run records."""
-        return asdict(self)
+        """Plain-dict form for run records; `features` appears only when not raw (records made before it existed
+        keep their identity)."""
+        d = asdict(self)
+        if d["features"] == "raw":
+            del d["features"]
+        return d
+
+
+def embed(z: torch.Tensor, features: str = "raw") -> torch.Tensor:
+    """The features L_d and the centres work on: z itself, or z scaled to unit L2 norm (features="unit").
+
+    With raw features and more pushed clusters than pulled classes, L_d falls without bound as z is scaled
+    up (every distance grows like ||z||), which a fine-tune can exploit; on the unit sphere it is bounded.
+    """
+    return F.normalize(z, dim=1) if features == "unit" else z
 
 
 def num_clusters(n_ood: int, k_max: int = 50) -> int:
@@ -94,6 +109,7 @@ def top_tau_mask(d: torch.Tensor, tau: float, scope: str = "image") -> torch.Ten
 def distance_loss(z: torch.Tensor, y: torch.Tensor, in_centres: torch.Tensor | None, ood_centres: torch.Tensor | None,
                   cfg: WoodLossConfig) -> tuple[torch.Tensor, dict[str, float]]:
     """L_d (Eq. 4.2) averaged over the batch of in-distribution features z [B, D] with labels y [B, C]."""
+    z = embed(z, cfg.features)
     zero = z.sum() * 0.0
     pull, push = zero, zero
     if cfg.pull:
