@@ -57,7 +57,7 @@ ABLATION = {"a": (False, False, False), "b": (True, False, False), "c": (False, 
 
 
 def base_loss(args: argparse.Namespace) -> WoodLossConfig:
-    """Row (f)'s loss: the text's defaults or the authors' code (--wood-variant), then --wood KEY=VALUE overrides."""
+    """Row (f)'s loss: the authors' code or the text's defaults (--wood-variant), then --wood KEY=VALUE overrides."""
     cfg = WoodLossConfig.code() if args.wood_variant == "code" else WoodLossConfig()
     fields = {f.name: f.type for f in dataclasses.fields(WoodLossConfig)}
     for item in args.wood:
@@ -128,8 +128,9 @@ class Bench:
         """All hard OoD images kept by the review."""
         return ReviewLog(self.mine).kept_images()
 
-    def finetune(self, name: str, ood: Path, loss: WoodLossConfig, seed: int) -> Path:
-        """A W-OoD fine-tune of the shared classifier (resumes; skipped when finished)."""
+    def finetune(self, name: str, ood: Path, loss: WoodLossConfig, seed: int) -> Path | None:
+        """A W-OoD fine-tune of the shared classifier (resumes; skipped when finished; None when unfinished and
+        --cached-only)."""
         a = self.args
         plain = not (loss.ood_weight or loss.pull or loss.push)  # row (a): the variant's job settings do nothing
         extra = {} if plain else self.job_extra
@@ -138,8 +139,14 @@ class Bench:
                   **({"job": extra} if extra else {})}
         out = a.out / "runs" / f"{name}-{short_hash(record)}"
         run_json = out / "run.json"
+
+        def finished() -> bool:
+            return run_json.exists() and len(json.loads(run_json.read_text()).get("history", [])) >= a.epochs
+
+        if a.cached_only:  # no lock: a run another process is training counts as unfinished
+            return out if finished() else None
         with exclusive_lock(out.with_name(out.name + ".lock")):  # another process may be training this run
-            if run_json.exists() and len(json.loads(run_json.read_text()).get("history", [])) >= a.epochs:
+            if finished():
                 return out
             print(f"fine-tune {name}: {out}", flush=True)
             job = ClassifierJob(data=a.data, out=out, split=a.train_split, val_split=None, crop=a.crop, init=a.model,
@@ -184,7 +191,10 @@ def part_t45(b: Bench) -> str:
     ood = b.ood_set("reviewed", b.reviewed())
     rows = []
     for row, (cls_ood, pull, push) in ABLATION.items():
-        vals = [b.seeds(b.finetune(row, ood, b.loss_for(row), s), "cam")["mIoU"] for s in b.args.seeds]
+        runs = [r for s in b.args.seeds if (r := b.finetune(row, ood, b.loss_for(row), s)) is not None]
+        vals = [b.seeds(r, "cam")["mIoU"] for r in runs]
+        if not vals:
+            continue
         rows.append({"row": f"({row})", "L_cls D_ood": "x" if cls_ood else "", "L_d D_in": "x" if pull else "",
                      "L_d D_ood": "x" if push else "", "mIoU mean": float(np.mean(vals)), "mIoU std": float(np.std(vals)),
                      "runs": " ".join(f"{v:.1f}" for v in vals)})
@@ -207,7 +217,9 @@ def part_fig45a(b: Bench) -> str:
                 picks = [kept[i] for i in sorted(rng.choice(len(kept), size=n, replace=False))]
             name = "f" if n == len(kept) else f"count{n}-rep{r}"  # all of them: row (f) itself
             ood = b.ood_set("reviewed" if n == len(kept) else name, picks)
-            series.setdefault(n, []).append(b.seeds(b.finetune(name, ood, b.loss_for("f"), 0), "cam")["mIoU"])
+            if (run := b.finetune(name, ood, b.loss_for("f"), 0)) is not None:
+                series.setdefault(n, []).append(b.seeds(run, "cam")["mIoU"])
+    counts = [n for n in counts if n in series]
     base = b.seeds(b.finetune("a", b.ood_set("reviewed", kept), b.loss_for("a"), 0), "cam")["mIoU"]
     import matplotlib
 
@@ -293,9 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16, help="in-distribution images per step")
     p.add_argument("--ood-batch-size", type=int, default=8, help="OoD images per step")
     p.add_argument("--crop", type=int, default=128, help="training crop")
-    p.add_argument("--wood-variant", default="text", choices=["text", "code"],
-                   help="the W-OoD loss of rows (b)-(f): the text's, or the authors' code (means, |C|/K, batch-wide "
-                        "top-tau, OoD weight 0.25, centres once, one anti-adversarial step)")
+    p.add_argument("--wood-variant", default="code", choices=["text", "code"],
+                   help="the W-OoD loss of rows (b)-(f): the authors' code (means, |C|/K, batch-wide top-tau, OoD weight "
+                        "0.25, centres once, one anti-adversarial step; the CLI's default), or the text's sums")
     p.add_argument("--wood", nargs="+", default=[], metavar="KEY=VALUE",
                    help="overrides of the loss configuration (weakseg.ood.losses.WoodLossConfig fields), e.g. lam=0.002")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds of the ablation")
@@ -305,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--advcam-steps", type=int, default=None, help="override AdvCAM's T (quick checks)")
     p.add_argument("--scales", type=float, nargs="+", default=list(MultiScale().scales), help="inference scales")
     p.add_argument("--no-flip", action="store_true", help="no flipped inference")
+    p.add_argument("--cached-only", action="store_true",
+                   help="t45/fig45a: report the finished fine-tunes only, train nothing (a partial table while runs go on)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     args = p.parse_args(argv)
@@ -316,8 +330,7 @@ def main(argv: list[str] | None = None) -> int:
               "foreground means (%).")
     parts = {"t41": part_t41, "t45": part_t45, "fig45a": part_fig45a, "t46": part_t46, "perclass": part_perclass}
     # one report per part set and loss: processes may share --out
-    stem = "_".join([*args.parts, *([args.wood_variant] if args.wood_variant != "text" else []),
-                     *[w.replace("=", "-") for w in args.wood]])
+    stem = "_".join([*args.parts, args.wood_variant, *[w.replace("=", "-") for w in args.wood]])
     report = [header]
     for name in args.parts:
         table = parts[name](bench)

@@ -59,9 +59,10 @@ def add_wood_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ood", type=Path, default=None, help="hard OoD set: a reviewed mining folder (its keeps), review.json, "
                                                          "or a text list of image paths")
     g.add_argument("--ood-batch-size", type=int, default=8, help="OoD images per step (beside --batch-size in-distribution images)")
-    g.add_argument("--wood-variant", default="text", choices=["text", "code"],
-                   help="defaults of the flags below: the dissertation's text, or the authors' code (OoD weight 0.25, mean "
-                        "reduction with the pull term times |C|/K, batch-wide top-tau, centres once, one anti-adversarial step)")
+    g.add_argument("--wood-variant", default="code", choices=["text", "code"],
+                   help="defaults of the flags below: the authors' code (OoD weight 0.25, mean reduction with the pull term "
+                        "times |C|/K, batch-wide top-tau, centres once, one anti-adversarial step), or the dissertation's "
+                        "text (sums: unbounded below on raw features, it diverged on both benchmarks; README)")
     g.add_argument("--wood-lambda", type=float, default=0.007, help="lambda of L = L_cls + lambda L_d")
     g.add_argument("--wood-tau", type=float, default=0.2, help="share of the OoD clusters counted as closest (0.2 = 20%%)")
     g.add_argument("--wood-k", type=int, default=50, help="K-means clusters of the OoD features: K = min(this, number of OoD images)")

@@ -53,7 +53,10 @@ def test_mine_review_train_and_pseudo(tiny_synth, tiny_classifier, tmp_path, cap
     assert result["epochs"] == 2 and result["cls_ood"] > 0 and "l_d" in result and "ood_fp" in result
     record = json.loads((run / "run.json").read_text())
     assert record["wood"]["loss"]["lam"] == 0.007 and len(record["wood"]["ood_images"]) == review["kept"]
-    assert torch.load(run / CENTRES_NAME, weights_only=True)["epoch"] == 1  # recomputed at the start of epoch 2
+    # the default is the authors' code: means, OoD weight 0.25, one anti-adversarial step, centres once
+    assert record["wood"]["loss"]["reduction"] == "mean" and record["wood"]["loss"]["ood_weight"] == 0.25
+    assert record["wood"]["adv_steps"] == 1 and record["wood"]["centre_every"] == 0
+    assert torch.load(run / CENTRES_NAME, weights_only=True)["epoch"] == 0
     model, classes = load_classifier(run)
     assert classes == load_classifier(tiny_classifier)[1]
     assert main(train) == 0 and _last_json(capsys.readouterr().out)["resumed_from_epoch"] == 2  # finished: nothing to redo
@@ -82,22 +85,25 @@ def test_mine_review_train_and_pseudo(tiny_synth, tiny_classifier, tmp_path, cap
 
 
 @pytest.mark.slow
-def test_unit_features_put_the_centres_inside_the_unit_ball(tiny_synth, tiny_classifier, tmp_path, capsys):
-    """--wood-features unit: the centres are means of unit features (norm <= 1) and the record says so."""
+def test_text_variant_with_unit_features(tiny_synth, tiny_classifier, tmp_path, capsys):
+    """--wood-variant text recomputes the centres every epoch; --wood-features unit makes them means of unit
+    features (norm <= 1); the record says both."""
     mine = tmp_path / "mine"
     assert main(["ood", "mine", "--model", str(tiny_classifier), "--pool", str(tiny_synth / "OoD"), "--out", str(mine),
                  "--threshold", "0", "--device", "cpu"]) == 0
     assert main(["ood", "review", "--candidates", str(mine), "--accept-all"]) == 0
     run = tmp_path / "wood_unit"
     assert main(["train", "classifier", "--data", str(tiny_synth), "--out", str(run), "--init", str(tiny_classifier),
-                 "--ood", str(mine), "--epochs", "1", "--batch-size", "8", "--ood-batch-size", "4", "--crop", "64",
-                 "--val-split", "", "--device", "cpu", "--quiet", "--wood-features", "unit"]) == 0
+                 "--ood", str(mine), "--epochs", "2", "--batch-size", "8", "--ood-batch-size", "4", "--crop", "64",
+                 "--val-split", "", "--device", "cpu", "--quiet", "--wood-variant", "text", "--wood-features", "unit"]) == 0
     capsys.readouterr()
     centres = torch.load(run / CENTRES_NAME, weights_only=True)
+    assert centres["epoch"] == 1  # recomputed at the start of epoch 2
     for key in ("in_centres", "ood_centres"):
         norms = centres[key].norm(dim=1)
         assert (norms <= 1 + 1e-6).all() and (norms > 0).any()
-    assert json.loads((run / "run.json").read_text())["wood"]["loss"]["features"] == "unit"
+    record = json.loads((run / "run.json").read_text())["wood"]
+    assert record["loss"]["features"] == "unit" and record["loss"]["reduction"] == "sum" and record["centre_every"] == 1
 
 
 def test_wood_input_errors_are_one_line(tiny_synth, tiny_classifier, tmp_path, capsys):
