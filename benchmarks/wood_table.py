@@ -46,7 +46,7 @@ from weakseg.io import atomic_write_json, atomic_write_text, exclusive_lock  # n
 from weakseg.models.checkpoint import WEIGHTS_NAME  # noqa: E402
 from weakseg.models.classifier_io import load_classifier  # noqa: E402
 from weakseg.ood.decisions import ReviewLog  # noqa: E402
-from weakseg.ood.losses import WoodLossConfig  # noqa: E402
+from weakseg.ood.losses import CODE_TRAINING, WoodLossConfig  # noqa: E402
 from weakseg.ood.mining import MINE_NAME, read_mining, score_pool, write_mining  # noqa: E402
 from weakseg.ood.pool import open_pool, read_truth, write_path_list  # noqa: E402
 
@@ -96,8 +96,7 @@ class Bench:
         self.mine = self._mine_and_review()
         self.results: dict[str, dict] = {}
         self.base_loss = base_loss(args)
-        # the authors' code also computes the centres once and takes one anti-adversarial step on OoD images
-        self.job_extra = {"centre_every": 0, "adv_steps": 1} if args.wood_variant == "code" else {}
+        self.job_extra = dict(CODE_TRAINING) if args.wood_variant == "code" else {}
 
     def loss_for(self, row: str) -> WoodLossConfig:
         """Ablation row (a)-(f) of this run's loss variant."""

@@ -10,7 +10,7 @@ from pathlib import Path
 from cli.common import add_device, add_parser, add_threads
 from weakseg.device import resolve_device, set_threads
 from weakseg.errors import WeaksegError
-from weakseg.ood.losses import WoodLossConfig
+from weakseg.ood.losses import CODE_TRAINING, WoodLossConfig
 
 # flag -> (WoodLossConfig/WoodJob field, text default, authors'-code default)
 VARIANT_DEFAULTS = {
@@ -18,8 +18,8 @@ VARIANT_DEFAULTS = {
     "reduction": ("sum", "mean"),
     "in_scale": ("one", "classes_over_k"),
     "scope": ("image", "batch"),
-    "centre_every": (1, 0),
-    "adv_steps": (0, 1),
+    "centre_every": (1, CODE_TRAINING["centre_every"]),
+    "adv_steps": (0, CODE_TRAINING["adv_steps"]),
 }
 
 

@@ -19,6 +19,11 @@ import torch.nn.functional as F
 from weakseg.errors import WeaksegError
 
 
+# the authors' code's training choices beside its loss (WoodLossConfig.code()): centres computed once before
+# training, one anti-adversarial step on OoD images; field names of training.wood.WoodJob
+CODE_TRAINING = {"centre_every": 0, "adv_steps": 1}
+
+
 @dataclass(frozen=True)
 class WoodLossConfig:
     """Hyper-parameters of L = L_cls + lambda L_d; the defaults are the dissertation's text."""
