@@ -57,6 +57,9 @@ def _backbone(arch: str, output_stride: int) -> nn.Module:
 class Normalize(nn.Module):
     """Maps float RGB in [0,1] to ImageNet-normalised input (kept inside the model for export)."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -69,8 +72,11 @@ class Normalize(nn.Module):
 class CAMClassifier(nn.Module):
     """ResNet feature extractor f, GAP and a bias-free 1x1 classification layer w (Eq. 2.1).
 
-    Inputs are float RGB in [0, 1], shape [N,3,H,W]; normalisation happens inside.
+    Inputs are float RGB in [0, 1], shape [N,3,H,W]; normalisation happens inside. Implements
+    weakseg.models.contract.CAMModel.
     """
+
+    stages: tuple[str, ...] = STAGES
 
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__()
@@ -80,6 +86,7 @@ class CAMClassifier(nn.Module):
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         self.feature_dim = net.fc.in_features
+        self.classifier: nn.Module
         if config.head == "cam":
             self.classifier = nn.Conv2d(self.feature_dim, config.num_classes, 1, bias=False)
         elif config.head == "fickle":
@@ -88,6 +95,11 @@ class CAMClassifier(nn.Module):
             self.classifier = FickleHead(self.feature_dim, config.num_classes, config.fickle_kernel, config.fickle_drop)
         else:
             raise ValueError(f"unknown head {config.head!r}")
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes C."""
+        return self.config.num_classes
 
     def stage_outputs(self, x: torch.Tensor, keep: tuple[str, ...] = ()) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Run the backbone; return the last feature map and the outputs of the stages named in keep."""
