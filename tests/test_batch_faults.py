@@ -5,16 +5,12 @@ from __future__ import annotations
 import json
 import shutil
 
-import pytest
-
 from batch.cluster import RayOptions
 from batch.faults import KILL_AFTER_ENV, KILL_RANK_ENV
 from batch.pseudo_job import done_ids
 from batch.ray_job import run_ray
 from tests.test_batch_ray import N, _assert_matches_reference, _job, local_ray, reference  # noqa: F401
 from weakseg.data.voc import VOCDataset
-
-ray = pytest.importorskip("ray")
 
 
 def test_killed_worker_is_replaced_and_its_images_redone(local_ray, tiny_synth, random_model, reference, tmp_path,

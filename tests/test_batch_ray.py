@@ -13,6 +13,7 @@ import os
 import numpy as np
 import pyarrow.fs as pafs
 import pytest
+import ray
 import torch
 
 from batch.cluster import LOCAL_RAY_ENV, Probe, RayOptions, check_shared_locations, file_fingerprint
@@ -26,7 +27,6 @@ from weakseg.errors import WeaksegError
 from weakseg.models.classifier_io import load_classifier
 from weakseg.pseudo import LabelConfig, pseudo_label
 
-ray = pytest.importorskip("ray")
 
 SCALES = MultiScale(scales=(1.0, 0.5), flip=True)
 N = 10  # images per job: enough for two workers and a kill mid-way, small enough for 2 shared cores

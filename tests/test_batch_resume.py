@@ -11,14 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from batch.cluster import LOCAL_RAY_ENV
 from batch.faults import DELAY_ENV
 from batch.pseudo_job import done_ids
 from tests.test_batch_ray import N, _assert_matches_reference, reference  # noqa: F401
 
-pytest.importorskip("ray")
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -34,7 +34,6 @@ def npy_of(obj: object) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.skipif(not REAL.is_file(), reason="real cls_labels.npy not available")
 class TestRealFile:
     def test_keys_and_values(self) -> None:
         table = load_cls_labels(REAL)

@@ -29,8 +29,6 @@ VOC34 = SAMPLE / "voc100_boxes_coco_format" / "instances_v2_subset34.json"
 HF = SAMPLE / "hf_transformers_coco_39769"
 VOC = VOC_SAMPLE
 
-needs_sample = pytest.mark.skipif(not SAMPLE.is_dir(), reason="real COCO sample not available")
-
 # A compressed RLE string produced by pycocotools (size [50, 70]), quoted in armengot/COCOtoolsFORK's README.
 PYCOCOTOOLS_RLE = (
     "0g05b08J4M2N2NA^O1`0OCO=0E090H080IO68DH;>@C>a0_O_O`0j0OWOF<:CM72I24NL43JM92FN;1ENKO72L0LO91J0MO92INO0NO122OO"
@@ -40,7 +38,6 @@ PYCOCOTOOLS_RLE = (
 )
 
 
-@needs_sample
 def test_voc100_file() -> None:
     ds = CocoDataset(VOC100)
     assert len(ds) == 100 and sum(len(ds.annotations(i)) for i in ds.image_ids) == 273
@@ -61,7 +58,6 @@ def test_voc100_file() -> None:
             assert mask.sum() == box_to_mask(ann.bbox, info.height, info.width).sum()
 
 
-@needs_sample
 def test_subset34_matches_the_voc_xml_boxes() -> None:
     coco = CocoDataset(VOC34, image_root=VOC / "JPEGImages")
     voc = VOCDataset(VOC, VOC / "ImageSets/Segmentation/trainval.txt")
@@ -79,7 +75,6 @@ def test_subset34_matches_the_voc_xml_boxes() -> None:
     assert coco.category_names(some.id) == ["aeroplane", "person"]
 
 
-@needs_sample
 def test_real_coco_polygons_match_their_area() -> None:
     from PIL import Image
 
@@ -99,7 +94,6 @@ def test_real_coco_polygons_match_their_area() -> None:
         assert abs(rows.min() - y0) <= 1 and abs(rows.max() + 1 - y1) <= 1, ann.id
 
 
-@needs_sample
 def test_full_dataset_built_around_the_real_annotations(tmp_path: Path) -> None:
     raw = json.loads((HF / "coco_annotations.txt").read_text())
     path = tmp_path / "instances.json"

@@ -20,8 +20,6 @@ VOC = VOC_SAMPLE
 CLS_LABELS = IRN_LISTS / "cls_labels.npy"
 UNSEGMENTED = {"2007_000027", "2007_000423"}
 
-pytestmark = pytest.mark.skipif(not VOC.is_dir(), reason="real VOC sample not available")
-
 
 def all_ids() -> list[str]:
     """Every id with an XML in the sample (34, including the two unsegmented ones)."""

@@ -81,7 +81,6 @@ def test_known_archives_have_real_checksums() -> None:
         select_parts("imagenet")
 
 
-@pytest.mark.skipif(not VOC.is_dir(), reason="real VOC sample not available")
 def test_fetch_voc_with_correct_checksum(tmp_path: Path, voc_tar: tuple[Path, str]) -> None:
     archive, sha = voc_tar
     root = tmp_path / "data"
@@ -94,7 +93,6 @@ def test_fetch_voc_with_correct_checksum(tmp_path: Path, voc_tar: tuple[Path, st
     assert not [p for p in files_under(root) if ".extract-" in p or p.endswith(".part")]
 
 
-@pytest.mark.skipif(not VOC.is_dir(), reason="real VOC sample not available")
 def test_keep_archive_then_skip_when_present(tmp_path: Path, voc_tar: tuple[Path, str], capsys) -> None:
     archive, sha = voc_tar
     root = tmp_path / "data"
@@ -109,7 +107,6 @@ def test_keep_archive_then_skip_when_present(tmp_path: Path, voc_tar: tuple[Path
     assert (root / "VOCdevkit/VOC2012/JPEGImages" / f"{IDS[1]}.jpg").is_file()
 
 
-@pytest.mark.skipif(not VOC.is_dir(), reason="real VOC sample not available")
 def test_wrong_checksum_leaves_nothing_behind(tmp_path: Path, voc_tar: tuple[Path, str]) -> None:
     archive, sha = voc_tar
     root = tmp_path / "data"
@@ -123,7 +120,6 @@ def test_wrong_checksum_leaves_nothing_behind(tmp_path: Path, voc_tar: tuple[Pat
     assert files_under(root) == ["other.txt"]
 
 
-@pytest.mark.skipif(not VOC.is_dir(), reason="real VOC sample not available")
 def test_mirror_url_without_sha_is_checked_against_the_official_checksum(tmp_path: Path, voc_tar) -> None:
     archive, _ = voc_tar
     with pytest.raises(DataError, match=f"expected {DATASETS['voc'][0].sha256}"):
@@ -253,8 +249,7 @@ def test_fetch_coco_parts(tmp_path: Path) -> None:
         zf.writestr("annotations/instances_val2017.json", json.dumps(instances))
     val = src / "val_tiny.zip"
     with zipfile.ZipFile(val, "w") as zf:
-        zf.writestr("val2017/000000000001.jpg", (VOC / "JPEGImages/2007_000032.jpg").read_bytes()
-                    if VOC.is_dir() else b"")
+        zf.writestr("val2017/000000000001.jpg", (VOC / "JPEGImages/2007_000032.jpg").read_bytes())
     root = tmp_path / "data"
     where = fetch_dataset("coco", root, urls=[ann.as_uri(), val.as_uri()],
                           sha256s=[sha256_file(ann), sha256_file(val)], parts=["annotations", "val"], progress=False)
@@ -298,7 +293,6 @@ def test_fetch_archive_skips_installed_part(tmp_path: Path) -> None:
 
 # -- CLI ------------------------------------------------------------------------------------------------
 
-@pytest.mark.skipif(not VOC.is_dir(), reason="real VOC sample not available")
 def test_cli_fetch(tmp_path: Path, voc_tar: tuple[Path, str], capsys) -> None:
     archive, sha = voc_tar
     root = tmp_path / "data"
@@ -315,7 +309,6 @@ def test_cli_fetch(tmp_path: Path, voc_tar: tuple[Path, str], capsys) -> None:
     assert (root / archive.name).is_file()
 
 
-@pytest.mark.skipif(not VOC.is_dir(), reason="real VOC sample not available")
 def test_cli_check(tmp_path: Path, capsys) -> None:
     rc = main(["data", "check", "--data", str(VOC), "--split", "val", "--no-decode"])
     report = json.loads(capsys.readouterr().out)
