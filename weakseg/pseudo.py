@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from weakseg.attribution.base import AttributionMethod, MultiScale, compute_maps
 from weakseg.data.augment import to_tensor
+from weakseg.models.contract import CAMModel
 from weakseg.refine.crf import CRFConfig
 from weakseg.refine.seed_label import refine_seed_label
 
@@ -43,7 +43,7 @@ class PseudoResult:
     label: np.ndarray  # uint8 [H,W]
 
 
-def pseudo_label(method: AttributionMethod, model: nn.Module, image: np.ndarray, class_ids: list[int],
+def pseudo_label(method: AttributionMethod, model: CAMModel, image: np.ndarray, class_ids: list[int],
                  multiscale: MultiScale, label_cfg: LabelConfig, device: torch.device, image_key: str = "") -> PseudoResult:
     """Maps and label PNG content for one uint8 HxWx3 image and its present classes (1-based ids)."""
     x = to_tensor(image).to(device)

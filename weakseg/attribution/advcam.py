@@ -32,6 +32,7 @@ from torch import nn
 
 from weakseg.attribution.base import AttributionMethod
 from weakseg.attribution.keys import scale_of
+from weakseg.models.contract import CAMModel
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class AdvCAM(AttributionMethod):
                 return 5, 1.0
         return self.steps, 1.0
 
-    def trajectory_maps(self, model: nn.Module, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
+    def trajectory_maps(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
         """ReLU'd raw CAMs along every trajectory: [S, N, K, h, w], S = T+1 (text) or T (code) recorded steps.
 
         scale_maps is the weighted sum over S; benchmarks read the T curve from the partial sums.
@@ -91,7 +92,7 @@ class AdvCAM(AttributionMethod):
         maps = torch.cat(chunks, dim=1)  # [S, K*N, h, w]
         return maps.view(maps.shape[0], k, n, *maps.shape[-2:]).transpose(1, 2)
 
-    def scale_maps(self, model: nn.Module, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
+    def scale_maps(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
         """sum_t CAM(x^t) per class and image: [N, K, h, w]."""
         if len(classes) == 0:
             with torch.no_grad():
@@ -101,7 +102,7 @@ class AdvCAM(AttributionMethod):
         return self.trajectory_maps(model, x, classes, image_key=image_key).sum(dim=0) * weight
 
 
-def input_normalization(model: nn.Module, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def input_normalization(model: CAMModel, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, std) [1,3,1,1] of the model's input normalisation (identity when it has none)."""
     norm = getattr(model, "normalize", None)
     if norm is None or not hasattr(norm, "mean"):
@@ -110,7 +111,7 @@ def input_normalization(model: nn.Module, like: torch.Tensor) -> tuple[torch.Ten
     return norm.mean.to(like.device), norm.std.to(like.device)
 
 
-def climb_forward(model: nn.Module, z: torch.Tensor, targets: torch.Tensor, cfg: AdvCAM,
+def climb_forward(model: CAMModel, z: torch.Tensor, targets: torch.Tensor, cfg: AdvCAM,
                   mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward on normalised inputs z [R,3,h,w]: (logits [R,C], raw CAM of each row's target [R,h',w'])."""
     logits, cams = model.logits_and_cams(z * std + mean)
@@ -140,7 +141,7 @@ def climb_objective(cfg: AdvCAM, logits: torch.Tensor, cam: torch.Tensor, target
     return objective
 
 
-def climb_step(model: nn.Module, z: torch.Tensor, targets: torch.Tensor, cfg: AdvCAM, mean: torch.Tensor,
+def climb_step(model: CAMModel, z: torch.Tensor, targets: torch.Tensor, cfg: AdvCAM, mean: torch.Tensor,
                std: torch.Tensor, ref: torch.Tensor | None = None, ref_max: torch.Tensor | None = None,
                bounds: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One step of Eq. 3.5 for every row of z (normalised inputs [R,3,h,w]): one forward, one input-gradient backward.
@@ -168,7 +169,7 @@ def climb_step(model: nn.Module, z: torch.Tensor, targets: torch.Tensor, cfg: Ad
     return z.detach(), current, ref, ref_max
 
 
-def climb(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, cfg: AdvCAM, steps: int) -> torch.Tensor:
+def climb(model: CAMModel, x: torch.Tensor, targets: torch.Tensor, cfg: AdvCAM, steps: int) -> torch.Tensor:
     """Climb every row of x [R,3,h,w] ([0,1] RGB) for its target class; ReLU'd raw CAMs [S,R,h',w'] per recorded step."""
     mean, std = input_normalization(model, x)
     with torch.inference_mode(False):

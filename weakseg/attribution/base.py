@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from weakseg.models.contract import CAMModel, require_cam_model
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,12 @@ class AttributionMethod(ABC):
     name: str = "abstract"
 
     @abstractmethod
-    def scale_maps(self, model: nn.Module, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
+    def scale_maps(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
         """Raw non-negative maps [N, K, h, w] for a batch x [N,3,h_in,w_in] and K class indices (0-based)."""
+
+    def check_model(self, model: object) -> CAMModel:
+        """The model when it implements the contract the method relies on (CAMModel); a clear TypeError otherwise."""
+        return require_cam_model(model, f"method {self.name!r}")
 
     def config(self) -> dict:
         """The method's full configuration (recorded in manifests)."""
@@ -42,14 +47,15 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-def compute_maps(method: AttributionMethod, model: nn.Module, image: torch.Tensor, classes: Sequence[int],
+def compute_maps(method: AttributionMethod, model: CAMModel, image: torch.Tensor, classes: Sequence[int],
                  multiscale: MultiScale = MultiScale(), *, image_key: str = "") -> torch.Tensor:
     """Maps [K, H, W] in [0, 1] for one image [3,H,W] (float RGB in [0,1]) and 0-based class indices.
 
     Per scale, the image and its flip form one batch; maps are flipped back, resized to the image,
     summed over scales and flips, and divided per class by their maximum. `image_key` seeds stochastic
-    methods per image.
+    methods per image. A model the method cannot use (see AttributionMethod.check_model) is a TypeError.
     """
+    method.check_model(model)
     H, W = image.shape[-2:]
     cls = torch.as_tensor(list(classes), dtype=torch.long, device=image.device)
     total = torch.zeros((len(cls), H, W), device=image.device, dtype=torch.float32)

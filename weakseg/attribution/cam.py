@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from weakseg.attribution.base import AttributionMethod
+from weakseg.models.contract import CAMModel
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,7 @@ class CAM(AttributionMethod):
 
     name = "cam"
 
-    def scale_maps(self, model: nn.Module, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
+    def scale_maps(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
         """ReLU(w_c^T f(x)) for the requested classes: [N, K, h, w]."""
         with torch.no_grad():
             _, cams = model.logits_and_cams(x)

@@ -18,16 +18,16 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 import torch
-from torch import nn
 
 from weakseg.attribution.base import AttributionMethod
+from weakseg.models.contract import CAMModel
 
 
 class WeightAdapter(Protocol):
     """Something that adapts a model to one image (RIB)."""
 
-    def adapted_models(self, model: nn.Module, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "",
-                       keep: str = "all") -> list[nn.Module]:
+    def adapted_models(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "",
+                       keep: str = "all") -> list[CAMModel]:
         """theta_0..theta_K for the image (keep="last": [theta_K])."""
 
     def config(self) -> dict:
@@ -52,7 +52,7 @@ class Adapted(AttributionMethod):
         """Both parts' configurations."""
         return {"method": self.name, "adapter": self.adapter.config(), "inner": self.inner.config(), "at": self.at}
 
-    def scale_maps(self, model: nn.Module, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
+    def scale_maps(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
         """sum over the selected adapted models of inner.scale_maps: [N, K, h, w]."""
         models = self.adapter.adapted_models(model, x, classes, image_key=image_key, keep=self.at if self.at == "last" else "all")
         total = None
@@ -80,7 +80,7 @@ class ComposedMethod(AttributionMethod):
         """The adapter and the inner method as objects."""
         return self._parts  # type: ignore[attr-defined]
 
-    def scale_maps(self, model: nn.Module, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
+    def scale_maps(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
         """The composition's maps (see Adapted)."""
         return self.parts.scale_maps(model, x, classes, image_key=image_key)
 

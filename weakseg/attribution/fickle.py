@@ -22,11 +22,11 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from weakseg.attribution.base import AttributionMethod
 from weakseg.attribution.keys import stable_hash
 from weakseg.errors import WeaksegError
+from weakseg.models.contract import CAMModel
 from weakseg.models.fickle_head import FickleHead, expand_windows
 
 MASK_ELEMENTS_PER_CHUNK = 1 << 24  # bounds the memory of one batch of sampled masks (64 MiB in float32)
@@ -59,9 +59,9 @@ class FickleNet(AttributionMethod):
         """The configuration (threshold only matters for vote, but is recorded as given)."""
         return {"method": self.name, **asdict(self)}
 
-    def scale_maps(self, model: nn.Module, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
+    def scale_maps(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
         """Aggregated normalised sample maps [N, K, h, w] (the backbone runs once, the head `samples` times)."""
-        head = getattr(model, "classifier", None)
+        head = model.classifier
         if not isinstance(head, FickleHead):
             raise WeaksegError("fickle needs a classifier with a FickleNet head (train it with "
                                "`weakseg train classifier --head fickle`); a 1x1 head has nothing to select from")

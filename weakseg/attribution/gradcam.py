@@ -12,14 +12,14 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from weakseg.attribution.base import AttributionMethod
+from weakseg.models.contract import CAMModel
 
 
 @dataclass(frozen=True)
 class GradCAM(AttributionMethod):
-    """ReLU(sum_k f_k * dS^c/df_k) at `target_layer` (one of stem, layer1..layer4)."""
+    """ReLU(sum_k f_k * dS^c/df_k) at `target_layer`, one of the model's stages (ResNet: stem, layer1..layer4)."""
 
     target_layer: str = "layer3"
     weighting: str = "pixel"  # pixel (Eq. 2.2) | channel (GAP'd gradients, Selvaraju et al.)
@@ -29,11 +29,13 @@ class GradCAM(AttributionMethod):
     def __post_init__(self) -> None:
         if self.weighting not in ("pixel", "channel"):
             raise ValueError(f"weighting must be pixel or channel, got {self.weighting!r}")
-        if self.target_layer not in ("stem", "layer1", "layer2", "layer3", "layer4"):
-            raise ValueError(f"unknown target layer {self.target_layer!r}")
+        if not self.target_layer:
+            raise ValueError("target layer must name a stage of the model (e.g. layer3)")
 
-    def scale_maps(self, model: nn.Module, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
+    def scale_maps(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
         """One forward and one backward for all classes: the batch is repeated per class. [N, K, h, w]."""
+        if self.target_layer not in model.stages:
+            raise ValueError(f"gradcam target layer {self.target_layer!r} is not a stage of the model {model.stages}")
         n, k = x.shape[0], len(classes)
         with torch.no_grad():
             _, kept = model.stage_outputs(x, keep=(self.target_layer,))

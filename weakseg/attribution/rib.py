@@ -37,6 +37,7 @@ from weakseg.attribution.compose import Adapted
 from weakseg.attribution.gndrp import gap, gndrp
 from weakseg.attribution.keys import image_id_of, scale_of, stable_hash
 from weakseg.errors import DataError, WeaksegError
+from weakseg.models.contract import CAMModel
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,8 @@ class RIB(AttributionMethod):
         if not 0 < self.scale_min <= self.scale_max:
             raise ValueError(f"need 0 < scale_min <= scale_max, got {self.scale_min}, {self.scale_max}")
 
-    def adapted_models(self, model: nn.Module, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "",
-                       keep: str = "all") -> list[nn.Module]:
+    def adapted_models(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "",
+                       keep: str = "all") -> list[CAMModel]:
         """theta_0..theta_K for this image (theta_0 is `model` itself); keep="last" returns [theta_K] only.
 
         Within one compute_maps call the adaptation runs once (see the module docstring).
@@ -86,8 +87,8 @@ class RIB(AttributionMethod):
         return cached_adaptation(self, model, x, classes, image_key, keep,
                                  lambda: self.adapt(model, x, classes, image_key=image_key, keep=keep))
 
-    def adapt(self, model: nn.Module, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "",
-              keep: str = "all") -> list[nn.Module]:
+    def adapt(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "",
+              keep: str = "all") -> list[CAMModel]:
         """Run the K adaptation iterations on x [N,3,h,w] (the image and its flip) for the 0-based classes."""
         pool = companion_pool(self.data, self.split, self.labels)
         image_id = image_id_of(image_key)
@@ -99,7 +100,7 @@ class RIB(AttributionMethod):
         rates = [self.lr * (self.head_lr_mult if id(p) in head_ids else 1.0) for p in params]
         target = torch.zeros((len(x), _num_classes(work, x)), device=x.device, dtype=x.dtype)
         target[:, classes.to(x.device)] = 1.0
-        models: list[nn.Module] = [model]
+        models: list[CAMModel] = [model]
         for _ in range(self.steps):
             picks = rng.choice(len(candidates), size=self.batch - 1, replace=len(candidates) < self.batch - 1)
             images, labels = pool.batch([str(candidates[i]) for i in picks], rng, self.crop,
@@ -124,17 +125,17 @@ class RIB(AttributionMethod):
             return [work.requires_grad_(False)] if self.steps else [model]
         return models
 
-    def pooled_logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def pooled_logits(self, model: CAMModel, x: torch.Tensor) -> torch.Tensor:
         """Logits [N,C] of a batch with this method's pooling (GAP or GNDRP) of the raw class maps."""
         _, cams = model.logits_and_cams(x)
         return gndrp(cams, self.tau, self.gndrp_mode) if self.pooling == "gndrp" else gap(cams)
 
-    def trajectory_maps(self, model: nn.Module, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
+    def trajectory_maps(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
         """ReLU'd raw CAMs of every adapted model: [K+1, N, K_classes, h, w] (the K curve's partial sums)."""
         models = self.adapted_models(model, x, classes, image_key=image_key)
         return torch.stack([CAM().scale_maps(m, x, classes, image_key=image_key) for m in models])
 
-    def scale_maps(self, model: nn.Module, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
+    def scale_maps(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
         """sum_k CAM(x; theta_k): [N, K, h, w]."""
         if len(classes) == 0:
             return CAM().scale_maps(model, x, classes)
@@ -147,7 +148,7 @@ def rib_loss(logits: torch.Tensor, targets: torch.Tensor, margin: float, mode: s
     return -(targets * capped).sum()
 
 
-def _num_classes(model: nn.Module, like: torch.Tensor) -> int:
+def _num_classes(model: CAMModel, like: torch.Tensor) -> int:
     config = getattr(model, "config", None)
     if config is not None and hasattr(config, "num_classes"):
         return int(config.num_classes)
@@ -213,15 +214,15 @@ def companion_pool(data: str, split: str, labels: str) -> CompanionPool:
 class _Adaptation:
     """One image's adapted models and the scales already served from them."""
 
-    def __init__(self, key: tuple, model: nn.Module, models: list[nn.Module]) -> None:
+    def __init__(self, key: tuple, model: CAMModel, models: list[CAMModel]) -> None:
         self.key, self.model_ref, self.models, self.served = key, weakref.ref(model), models, set()
 
 
 _LOCAL = threading.local()
 
 
-def cached_adaptation(owner: AttributionMethod, model: nn.Module, x: torch.Tensor, classes: torch.Tensor,
-                      image_key: str, keep: str, build) -> list[nn.Module]:
+def cached_adaptation(owner: AttributionMethod, model: CAMModel, x: torch.Tensor, classes: torch.Tensor,
+                      image_key: str, keep: str, build) -> list[CAMModel]:
     """Reuse one image's adaptation across the scales of one compute_maps call (per thread).
 
     A key without '@<scale>' is never cached. The same scale asked for twice means a new call: adapt again.
