@@ -82,13 +82,3 @@ def test_bad_datasets_give_one_line_errors(tiny_synth, tmp_path, problem):
     assert len(err) == 1 and err[0].startswith("weakseg: error:") and "Traceback" not in proc.stderr
     if problem != "missing_root":
         assert first in err[0] or "unicorn" in err[0]
-
-
-def test_every_subcommand_has_help():
-    from cli.main import build_parser
-
-    parser = build_parser()
-    for action in parser._subparsers._group_actions:  # noqa: SLF001
-        for name, sub in action.choices.items():
-            text = sub.format_help()
-            assert "usage:" in text, name

@@ -6,6 +6,7 @@ import io
 import grpc
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from serving.api import segmentation_pb2 as pb
@@ -93,11 +94,36 @@ def test_explain_cam_equals_the_exported_graph_top_k_and_targets(stub, serving_r
     np.testing.assert_allclose(np.frombuffer(f16.maps[0].data, "<f2").reshape(72, 88), ref["cams"][0][2], atol=1e-3)
 
 
-@pytest.mark.parametrize("method", ["gradcam", "advcam"])
-def test_gradient_methods_on_the_embedded_backend(stub, image, method):
-    r = stub.Explain(pb.ExplainRequest(model="cam", image=raw_image(image), method=method, target_classes=[2]))
-    m = np.frombuffer(r.maps[0].data, np.uint8).reshape(72, 88)
-    assert r.method == method and m.max() == 255 and m.min() >= 0
+def library_maps(checkpoint, method: str, image: np.ndarray, classes: list[int], **params) -> np.ndarray:
+    """The library's maps [K, H, W] for 0-based classes, as the server documents them: one scale, no flip."""
+    from weakseg.attribution import MultiScale, build_method, compute_maps
+    from weakseg.models.classifier_io import load_classifier
+
+    model, _ = load_classifier(checkpoint, "cpu")
+    x = torch.from_numpy(image).permute(2, 0, 1).float().div(255.0)
+    return compute_maps(build_method(method, **params), model, x, classes, MultiScale(scales=(1.0,), flip=False)).detach().numpy()
+
+
+@pytest.mark.parametrize("method,steps,params", [("gradcam", 0, {}), ("advcam", 0, {"steps": 2}),  # 2: the default here
+                                                  ("advcam", 3, {"steps": 3})])
+def test_gradient_methods_equal_the_library_maps(stub, serving_repo, image, method, steps, params):
+    r = stub.Explain(pb.ExplainRequest(model="cam", image=raw_image(image), method=method, target_classes=[2, 1],
+                                       advcam_steps=steps))
+    assert r.method == method and [m.class_id for m in r.maps] == [2, 1]
+    got = np.stack([np.frombuffer(m.data, np.uint8).reshape(72, 88) for m in r.maps]).astype(int)
+    # the source checkpoint the repository was exported from, not the server's copy
+    want = library_maps(serving_repo.parent / "cam.safetensors", method, image, [1, 0], **params)
+    assert np.abs(got - np.rint(want * 255).astype(int)).max() <= 1
+    cam = np.stack([np.frombuffer(m.data, np.uint8).reshape(72, 88) for m in stub.Explain(
+        pb.ExplainRequest(model="cam", image=raw_image(image), method="cam", target_classes=[2, 1])).maps]).astype(int)
+    assert np.abs(got - cam).max() > 1  # beyond the tolerance above: CAM's maps would not pass for this method's
+    flipped = library_maps(serving_repo.parent / "cam.safetensors", method, image[:, ::-1].copy(), [1, 0], **params)
+    assert np.abs(got - np.rint(flipped[..., ::-1] * 255)).mean() > 1  # single scale without flip, as documented
+    f16 = stub.Explain(pb.ExplainRequest(model="cam", image=raw_image(image), method=method, target_classes=[3],
+                                         advcam_steps=steps, map_format=pb.MAP_FORMAT_FLOAT16))
+    np.testing.assert_allclose(np.frombuffer(f16.maps[0].data, "<f2").reshape(72, 88),
+                               library_maps(serving_repo.parent / "cam.safetensors", method, image, [2], **params)[0],
+                               atol=2e-3)
 
 
 def test_advcam_steps_above_the_server_limit_are_refused(stub, image):

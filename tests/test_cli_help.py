@@ -1,0 +1,129 @@
+"""`weakseg ... --help` names each subcommand's real options with the defaults the README documents.
+
+The expected commands, options and defaults below are written out by hand from the README (command table,
+attribution-method table, pseudo-label thresholds), not read from the parsers, so a dropped command, a
+renamed or hidden option, or a changed documented default fails here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+
+import pytest
+
+from cli.main import build_parser, main
+
+# Every leaf command with options its help must name (README "Command line" table plus the shared ones).
+EXPECTED_OPTIONS: dict[str, tuple[str, ...]] = {
+    "synth": ("--out", "--seed", "--body-strength", "--context-prob", "--class-context-prob", "--train", "--val",
+              "--ood", "--size"),
+    "data fetch": ("--root", "--url", "--sha256", "--keep-archive", "--quiet"),
+    "data check": ("--data", "--split", "--no-decode"),
+    "train classifier": ("--data", "--out", "--epochs", "--arch", "--pretrained", "--init", "--ood", "--head",
+                         "--device", "--threads"),
+    "train segmenter": ("--data", "--out", "--epochs", "--labels", "--device"),
+    "pseudo": ("--method", "--model", "--data", "--split", "--out", "--crf", "--scales", "--no-flip", "--limit",
+               "--retries", "--fg-thresh", "--bg-thresh", "--device", "--gradcam-target-layer", "--advcam-steps",
+               "--advcam-xi", "--advcam-lam", "--advcam-tau", "--advcam-variant", "--rib-steps", "--rib-lr",
+               "--rib-batch", "--rib-margin", "--rib-tau", "--rib-data", "--fickle-samples"),
+    "eval seeds": ("--data", "--split", "--maps", "--crf"),
+    "eval labels": ("--data", "--split", "--labels"),
+    "eval segmenter": ("--model", "--data", "--split", "--device"),
+    "demo": ("--out", "--device"),
+    "export": ("--model", "--repo", "--name"),
+    "predict": ("--model", "--images", "--out", "--device"),
+    "ood mine": ("--model", "--pool", "--out", "--threshold"),
+    "ood review": ("--candidates", "--oracle", "--accept-all"),
+    "serve": ("--repo", "--backend", "--port", "--device"),
+    "client segment": ("--model", "--out", "--server"),
+    "client explain": ("--model", "--out", "--method", "--server"),
+    "client overlay": ("--model", "--out", "--method", "--server"),
+    "client models": ("--server",),
+}
+
+# Defaults the README states (the dissertation's values for the methods, IRN's thresholds, the benchmark's size).
+DOCUMENTED_DEFAULTS: dict[str, dict[str, str | float]] = {
+    "synth": {"--seed": 0, "--body-strength": 0.3, "--context-prob": 0.8, "--train": 600, "--val": 150,
+              "--ood": 200, "--size": 128},
+    "train classifier": {"--epochs": 12, "--arch": "resnet18", "--device": "auto"},
+    "pseudo": {"--split": "train", "--method": "cam", "--fg-thresh": 0.30, "--bg-thresh": 0.05,
+               "--scales": "[1.0, 0.5, 1.5, 2.0]", "--gradcam-target-layer": "layer3", "--advcam-steps": 27,
+               "--advcam-xi": 0.008, "--advcam-lam": 7, "--advcam-tau": 0.5, "--rib-steps": 10, "--rib-lr": 8e-6,
+               "--rib-batch": 20, "--rib-margin": 600, "--rib-tau": 0.4, "--fickle-samples": 200},
+    "ood mine": {"--threshold": 0.5},
+    "serve": {"--backend": "embedded", "--port": 8001},
+    "demo": {"--out": "demo_out"},
+}
+
+
+def leaf_commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> dict[str, argparse.ArgumentParser]:
+    """'train classifier' -> its parser, for every command without further subcommands."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]  # noqa: SLF001
+    if not subs:
+        return {" ".join(path): parser}
+    found: dict[str, argparse.ArgumentParser] = {}
+    for action in subs:
+        for name, sub in action.choices.items():
+            found.update(leaf_commands(sub, (*path, name)))
+    return found
+
+
+def help_entries(text: str) -> dict[str, str]:
+    """Option string -> its help entry (whitespace collapsed), parsed from the printed help."""
+    entries: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith("  -"):
+            invocation = line.strip().split("  ")[0]  # "-h, --help" / "--method {cam,gradcam}" / "--out OUT"
+            current = [line.strip()]
+            for option in re.findall(r"(?:^|, )(--?[A-Za-z0-9][\w-]*)", invocation):
+                entries[option] = current
+        elif current is not None and line.startswith("    "):
+            current.append(line.strip())
+        else:
+            current = None
+    return {option: " ".join(lines) for option, lines in entries.items()}
+
+
+def printed_help(capsys, command: str) -> str:
+    """What `weakseg <command> --help` prints, run through main() (lazy parser import) with exit status 0."""
+    with pytest.raises(SystemExit) as e:
+        main([*command.split(), "--help"])
+    assert e.value.code == 0, command
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: weakseg {command} "), out[:80]
+    return out
+
+
+def test_the_command_tree_is_the_documented_one() -> None:
+    assert sorted(leaf_commands(build_parser())) == sorted(EXPECTED_OPTIONS)
+
+
+def test_top_level_help_of_the_console_entry_lists_every_command() -> None:
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    listed = set(re.findall(r"^    (\w+)\s", proc.stdout, re.M))
+    assert listed == {c.split()[0] for c in EXPECTED_OPTIONS}
+
+
+@pytest.mark.parametrize("command", sorted(EXPECTED_OPTIONS))
+def test_each_subcommand_help_names_its_real_options(command: str, capsys) -> None:
+    text = printed_help(capsys, command)
+    entries = help_entries(text)
+    for option in EXPECTED_OPTIONS[command]:
+        assert option in entries, (command, option)
+        assert re.search(rf"[\[ ]{re.escape(option)}[\] =]", text.split("\n\n")[0] + " "), (command, option)  # usage
+    parser = leaf_commands(build_parser())[command]
+    accepted = {s for a in parser._actions for s in a.option_strings}  # noqa: SLF001
+    assert set(entries) == accepted, (command, sorted(set(entries) ^ accepted))  # none hidden, none invented
+    for option, value in DOCUMENTED_DEFAULTS.get(command, {}).items():
+        shown = re.search(r"\(default: (.*?)\)$", entries[option])
+        assert shown, (command, option, entries[option])
+        if isinstance(value, str):
+            assert shown.group(1) == value, (command, option, shown.group(1))
+        else:
+            assert float(shown.group(1)) == pytest.approx(value), (command, option, shown.group(1))
+
