@@ -2,7 +2,9 @@
 progress with rate, per-epoch checkpoints and exact resume.
 
 A trainer supplies the model, a data loader, a loss function and a `save_model` callback; the engine owns
-the loop. Resume state lives in `<out>/resume.pt` (loaded with weights_only=True).
+the loop. Resume state lives in `<out>/resume.pt` (loaded with weights_only=True): weights, optimizer state
+(restored onto the model's device, which the model is moved to first), epoch, history and the CPU random state,
+plus the CUDA random state when training on a GPU.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ def fit(model: nn.Module, loader: Iterable, loss_fn: LossFn, cfg: TrainConfig, o
         raise WeaksegError("no training samples (empty split?)")
     total = cfg.epochs * steps_per_epoch
 
+    model.to(device)  # before the optimizer exists, so its state (fresh or resumed) lives where the parameters do
     head_ids = {id(p) for p in head_params or []}
     trainable = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in trainable if id(p) not in head_ids], "lr_mult": 1.0}]
@@ -106,8 +109,10 @@ def fit(model: nn.Module, loader: Iterable, loss_fn: LossFn, cfg: TrainConfig, o
                 {k: v for k, v in saved["train"].items() if k != "epochs"} != {k: v for k, v in run_record["train"].items() if k != "epochs"}:
             raise WeaksegError(f"{out}: holds a run with a different configuration; use a new --out or remove {resume_path}")
         model.load_state_dict(state["model"])
-        optim.load_state_dict(state["optimizer"])
+        optim.load_state_dict(state["optimizer"])  # casts the state onto each parameter's device
         torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         start_epoch = int(state["epoch"])
         result.history = json.loads(state["history"])
         result.resumed_from_epoch = start_epoch
@@ -115,7 +120,6 @@ def fit(model: nn.Module, loader: Iterable, loss_fn: LossFn, cfg: TrainConfig, o
         seed_everything(cfg.seed)
 
     t0 = time.time()
-    model.to(device)
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         if hasattr(loader, "set_epoch"):
@@ -152,7 +156,8 @@ def fit(model: nn.Module, loader: Iterable, loss_fn: LossFn, cfg: TrainConfig, o
         save_model(model, {"epoch": epoch + 1, "history": result.history})
         save_resume(resume_path, {"model": model.state_dict(), "optimizer": optim.state_dict(), "epoch": epoch + 1,
                                   "torch_rng": torch.get_rng_state(), "history": json.dumps(result.history),
-                                  "run_record": json.dumps(run_record, sort_keys=True)})
+                                  "run_record": json.dumps(run_record, sort_keys=True),
+                                  **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})})
         atomic_write_json(out / "run.json", {**run_record, "history": result.history})
     model.eval()
     result.seconds = time.time() - t0
