@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from cli.common import parse_bool
 from weakseg.attribution import METHODS, AttributionMethod, MultiScale, build_method
 
 
@@ -31,10 +32,13 @@ def add_method_options(p: argparse.ArgumentParser, default: str = "cam") -> None
             default_value = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
             kwargs = {"default": default_value, "help": f.metadata.get("help", f.name.replace("_", " "))}
             if isinstance(default_value, bool):
-                kwargs["type"] = lambda s: s.lower() in ("1", "true", "yes", "on")
+                kwargs["type"] = parse_bool
                 kwargs["metavar"] = "BOOL"
             elif isinstance(default_value, (int, float, str)):
                 kwargs["type"] = type(default_value)
+            if "parse" in f.metadata:  # a field with its own parser (e.g. a number or a keyword)
+                kwargs["type"] = f.metadata["parse"]
+                kwargs["metavar"] = f.metadata.get("metavar", f.name.upper())
             if "choices" in f.metadata:
                 kwargs["choices"] = f.metadata["choices"]
             group.add_argument(_flag(name, f.name), dest=f"{name}__{f.name}", **kwargs)

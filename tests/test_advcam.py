@@ -115,7 +115,7 @@ def test_code_variant_step_is_linf_normalised_and_clamped(model, image):
     step = (z1 - z0).abs()
     assert step.max() <= 0.3 + 1e-5 and step.max() > 0.1
     assert z1.min() >= bounds[0].min() - 1e-6 and z1.max() <= bounds[1].max() + 1e-6
-    assert cfg.schedule("id@0.5") == (13, 2.0) and cfg.schedule("id@1.0") == (27, 1.0)
+    assert cfg.schedule("id@0.5") == (13, 1.0) and cfg.schedule("id@1.0") == (27, 1.0)
     assert AdvCAM().schedule("id@0.5") == (27, 1.0)  # the text variant treats every scale alike
     maps = cfg.trajectory_maps(model, rows, torch.tensor([2]), image_key="id@0.5")
     assert maps.shape[0] == 13  # x^0 .. x^{T-1} of the half-length schedule

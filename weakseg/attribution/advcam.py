@@ -11,11 +11,16 @@ Conventions of the text variant (the default):
   same trajectory (Eq. 2.1's normalisation, held fixed along the trajectory so the regulariser has one scale).
 - y are the classifier logits (GAP of the raw CAMs); the suppression sums over every class but c.
 
-`variant="code"` follows the authors' public code instead: step code_xi * g / max|g| with the image clamped to
-its original min/max, logits GAP(ReLU(CAM)), the regulariser on code_map_scale * ReLU(CAM) (their Grad-CAM
-scale), the mask on the current map divided by its own maximum, maps summed over x^0..x^{T-1}, and at scale 0.5
-half the steps with double weight (the scale is read from compute_maps' image_key suffix '@<scale>'). Their
-coupling of the two flips through one flip-summed map is not reproduced: each flip is its own trajectory.
+`variant="code"` follows the authors' public code instead: step code_xi * g / max|g| with the image clamped
+(to x^0's min/max by default, `code_clamp="current"` for theirs: the current image's), logits GAP(ReLU(CAM)),
+the mask on the current map divided by its own maximum, maps summed over x^0..x^{T-1}, and at scale 0.5 half the
+steps (T > 10; 5 steps for 6 <= T <= 10) at the same weight as every other scale (their `mul_for_scale` is set in
+the 0.5 branch, which runs first, and carries over to every scale). The regulariser acts on their Grad-CAM map:
+their `gap2d_pos` divides the summed gradients by the count of positive gradient entries, which for a bias-free 1x1
+head makes the map ReLU(CAM_c) * P_b / (K+_c * sum_b P_b), P_b the positive cells of image b and K+_c the number
+of positive weights in class c's row of the head. Each trajectory here is its own batch (P_b / sum P = 1), so the
+scale is 1 / K+_c, read from the model's head (`code_map_scale=None`, the default) or fixed by `code_map_scale`.
+Their coupling of the two flips through one flip-summed map is not reproduced: each flip is its own trajectory.
 
 Cost: every step is one forward (giving logits and CAMs together) and one backward to the input only; no
 parameter gradient is computed or stored. The trajectories of one scale (classes x flips) form one batch,
@@ -35,6 +40,9 @@ from weakseg.attribution.keys import scale_of
 from weakseg.models.contract import CAMModel
 
 
+CODE_ONLY = ("code_xi", "code_map_scale", "code_clamp")  # fields only the code variant reads
+
+
 @dataclass(frozen=True)
 class AdvCAM(AttributionMethod):
     """Adversarial climbing per class present, at every scale and flip of the inference."""
@@ -48,8 +56,13 @@ class AdvCAM(AttributionMethod):
     variant: str = field(default="text", metadata={"help": "text: the dissertation's equations; code: the authors' public code",
                                                     "choices": ["text", "code"]})
     code_xi: float = field(default=0.08, metadata={"help": "step size of the code variant (L-infinity-normalised gradient)"})
-    code_map_scale: float = field(default=5e-4, metadata={"help": "code variant: scale of the map in the regulariser "
-                                                                   "(their Grad-CAM normalisation)"})
+    code_map_scale: float | None = field(default=None, metadata={
+        "help": "code variant: scale of the map in the regulariser; 'head' (default) = 1/K+_c, their Grad-CAM "
+                "normalisation computed from the head's positive weights per class; or a fixed number",
+        "parse": lambda s: None if s.lower() in ("head", "none") else float(s), "metavar": "head|SCALE"})
+    code_clamp: str = field(default="initial", metadata={"help": "code variant: clamp every step to the bounds of x^0 "
+                                                                  "(initial) or of the current image (current, theirs)",
+                                                          "choices": ["initial", "current"]})
     max_batch: int = field(default=16, metadata={"help": "most trajectories (classes x flips) climbed in one batch; "
                                                          "bounds memory, does not change the maps"})
 
@@ -64,18 +77,23 @@ class AdvCAM(AttributionMethod):
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
         if self.xi < 0 or self.code_xi < 0 or self.lam < 0:
             raise ValueError("xi, code_xi and lam must be >= 0")
+        if self.code_map_scale is not None and not self.code_map_scale > 0:
+            raise ValueError(f"code_map_scale must be > 0 (or None for the head's 1/K+_c), got {self.code_map_scale}")
+        if self.code_clamp not in ("initial", "current"):
+            raise ValueError(f"code_clamp must be initial or current, got {self.code_clamp!r}")
 
     def config(self) -> dict:
-        """The configuration without execution settings (max_batch does not change the maps)."""
-        return {"method": self.name, **{k: v for k, v in asdict(self).items() if k != "max_batch"}}
+        """The configuration that determines the maps: no execution settings (max_batch), no other variant's fields."""
+        unused = {"max_batch", *(CODE_ONLY if self.variant == "text" else ("xi",))}
+        return {"method": self.name, **{k: v for k, v in asdict(self).items() if k not in unused}}
 
     def schedule(self, image_key: str = "") -> tuple[int, float]:
-        """(steps, weight of each map) at the scale named in image_key; only the code variant treats 0.5 apart."""
-        if self.variant == "code" and scale_of(image_key) == 0.5:
-            if self.steps > 10:
-                return self.steps // 2, 2.0
-            if self.steps >= 6:
-                return 5, 1.0
+        """(steps, weight of each map) at the scale named in image_key; only the code variant treats 0.5 apart.
+
+        The weight is 1 at every scale: theirs is 2 at every scale once T > 10, which the max-normalisation removes.
+        """
+        if self.variant == "code" and scale_of(image_key) == 0.5 and self.steps >= 6:
+            return (self.steps // 2 if self.steps > 10 else 5), 1.0
         return self.steps, 1.0
 
     def trajectory_maps(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
@@ -120,11 +138,29 @@ def climb_forward(model: CAMModel, z: torch.Tensor, targets: torch.Tensor, cfg: 
     return logits, cams[torch.arange(len(targets), device=cams.device), targets]
 
 
+def head_positive_counts(model: CAMModel) -> torch.Tensor:
+    """K+_c [C]: the number of positive weights in each class row of the model's bias-free 1x1 head."""
+    weight = getattr(getattr(model, "classifier", None), "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.dim() not in (2, 4) or weight.shape[2:] not in ((), (1, 1)):
+        raise ValueError("AdvCAM's code variant takes its map scale from a 1x1 classification head (model.classifier); "
+                         "this model has none: pass code_map_scale=<number>")
+    return (weight.detach().flatten(1) > 0).sum(dim=1)
+
+
+def code_scales(cfg: AdvCAM, model: CAMModel, targets: torch.Tensor) -> torch.Tensor:
+    """Per-row scale [R,1,1] of the code variant's regularised map: 1/K+_c (their gap2d_pos) or the fixed value."""
+    if cfg.code_map_scale is not None:
+        return torch.full((len(targets), 1, 1), cfg.code_map_scale, device=targets.device)
+    counts = head_positive_counts(model).to(targets.device)[targets].clamp_min(1)
+    return (1.0 / counts.float())[:, None, None]
+
+
 def climb_objective(cfg: AdvCAM, logits: torch.Tensor, cam: torch.Tensor, targets: torch.Tensor,
-                    ref: torch.Tensor, ref_max: torch.Tensor) -> torch.Tensor:
+                    ref: torch.Tensor, ref_max: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 3.6 per trajectory [R]: y_c - sum_{k != c} y_k - lambda * ||M (.) |CAM(x^{t-1}) - CAM(x^0)| ||_1.
 
-    ref is ReLU(raw CAM(x^0)) [R,h,w] and ref_max its per-row maximum [R,1,1] (the text's fixed normaliser).
+    ref is ReLU(raw CAM(x^0)) [R,h,w] and ref_max its per-row maximum [R,1,1] (the text's fixed normaliser);
+    scale [R,1,1] is the code variant's map scale (code_scales).
     """
     y_c = logits.gather(1, targets[:, None])[:, 0]
     objective = y_c - (logits.sum(dim=1) - y_c) if cfg.suppress_others else y_c
@@ -136,7 +172,9 @@ def climb_objective(cfg: AdvCAM, logits: torch.Tensor, cam: torch.Tensor, target
         else:
             own_max = current.detach().flatten(1).amax(dim=1).clamp_min(1e-12)[:, None, None]
             mask = (current.detach() / own_max) > cfg.tau
-            gap = cfg.code_map_scale * (current - ref).abs()
+            if scale is None:
+                raise ValueError("the code variant's regulariser needs its map scale (code_scales)")
+            gap = scale * (current - ref).abs()
         objective = objective - cfg.lam * (gap * mask).sum(dim=(1, 2))
     return objective
 
@@ -147,7 +185,8 @@ def climb_step(model: CAMModel, z: torch.Tensor, targets: torch.Tensor, cfg: Adv
     """One step of Eq. 3.5 for every row of z (normalised inputs [R,3,h,w]): one forward, one input-gradient backward.
 
     Returns (z^t, ReLU'd raw CAM of x^{t-1} [R,h',w'], ref, ref_max); ref/ref_max (the CAM of x^0 and its maximum)
-    are taken from this forward when not given, i.e. at the first step. bounds = (lo, hi) clamp the code variant.
+    are taken from this forward when not given, i.e. at the first step. bounds = (lo, hi) clamp the code variant
+    (x^0's; with code_clamp="current" the bounds of this step's input are used instead).
     """
     with torch.inference_mode(False), torch.enable_grad():
         z = z.detach().requires_grad_(True)
@@ -156,14 +195,18 @@ def climb_step(model: CAMModel, z: torch.Tensor, targets: torch.Tensor, cfg: Adv
         if ref is None:
             ref = current
             ref_max = ref.flatten(1).amax(dim=1).clamp_min(1e-5)[:, None, None]
-        objective = climb_objective(cfg, logits, cam, targets, ref, ref_max)
+        scale = code_scales(cfg, model, targets) if cfg.variant == "code" else None
+        objective = climb_objective(cfg, logits, cam, targets, ref, ref_max, scale)
         (grad,) = torch.autograd.grad(objective.sum(), z)
     with torch.no_grad():
+        z_in = z.detach()
         if cfg.variant == "text":
             z = z + cfg.xi * grad
         else:
             peak = grad.abs().amax(dim=(1, 2, 3), keepdim=True) + 1e-12
             z = z + cfg.code_xi * grad / peak
+            if cfg.code_clamp == "current":
+                bounds = (z_in.amin(dim=(1, 2, 3), keepdim=True), z_in.amax(dim=(1, 2, 3), keepdim=True))
             if bounds is not None:
                 z = torch.maximum(torch.minimum(z, bounds[1]), bounds[0])
     return z.detach(), current, ref, ref_max
