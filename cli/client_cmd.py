@@ -131,11 +131,11 @@ def run_explain(args: argparse.Namespace) -> int:
                                                  image=_image(args), method=args.method, target_classes=args.classes,
                                                  top_k=args.top_k, advcam_steps=args.advcam_steps))
     paths = _outputs(args.out, [m.label for m in r.maps])
-    for m, path in zip(r.maps, paths):
+    for m, path in zip(r.maps, paths, strict=True):
         atomic_write_bytes(path, encode_png(np.frombuffer(m.data, np.uint8).reshape(r.height, r.width)))
     print(json.dumps({**_header(r), "method": r.method, "maps": [{"class_id": m.class_id, "label": m.label,
                                                                   "score": round(m.score, 5), "out": str(p)}
-                                                                 for m, p in zip(r.maps, paths)]}))
+                                                                 for m, p in zip(r.maps, paths, strict=True)]}))
     return 0
 
 
@@ -150,10 +150,10 @@ def run_overlay(args: argparse.Namespace) -> int:
                                                  target_classes=args.classes, top_k=args.top_k, colormap=args.colormap,
                                                  opacity=args.opacity, advcam_steps=args.advcam_steps))
     paths = _outputs(args.out, [o.label for o in r.overlays])
-    for o, path in zip(r.overlays, paths):
+    for o, path in zip(r.overlays, paths, strict=True):
         atomic_write_bytes(path, o.png)
     print(json.dumps({**_header(r), "overlays": [{"class_id": o.class_id, "label": o.label, "out": str(p)}
-                                                 for o, p in zip(r.overlays, paths)]}))
+                                                 for o, p in zip(r.overlays, paths, strict=True)]}))
     return 0
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from cli.common import add_device, add_parser, add_threads
 
 
-
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `demo`."""
     p = add_parser(sub, "demo", "run the whole pipeline on the synthetic benchmark and write a report comparing methods",

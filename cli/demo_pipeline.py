@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from weakseg.attribution import MultiScale, build_method
 from weakseg.data.voc import VOCDataset
@@ -19,7 +20,6 @@ from weakseg.refine.crf import CRFConfig
 from weakseg.report.markdown import Section, write_report
 from weakseg.report.overlay import colorize_label, heatmap_overlay, tile
 from weakseg.report.seed_eval import evaluate_seed_folder, load_maps, maps_folder
-
 
 # Time budget per stage (seconds) on a 2-core CPU machine, 10 minutes in all;
 # benchmarks/demo_time.py runs the demo and prints the measured figures against these.

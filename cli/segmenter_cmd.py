@@ -23,7 +23,7 @@ def add_inference_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-side", type=int, default=None, help="segment images whose longer side exceeds this at reduced size")
 
 
-def inference_config(args: argparse.Namespace) -> "InferenceConfig":
+def inference_config(args: argparse.Namespace) -> InferenceConfig:
     """The InferenceConfig the options ask for."""
     from weakseg.errors import WeaksegError
     from weakseg.models.segmenter_infer import InferenceConfig

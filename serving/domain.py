@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import grpc
 import matplotlib
@@ -10,7 +11,7 @@ import numpy as np
 
 from serving.api import segmentation_pb2 as pb
 from serving.api import segmentation_pb2_grpc as pb_grpc
-from serving.backends.base import CLASSIFIER, SEGMENTER, Backend, ModelInfo, ServingError, invalid
+from serving.backends.base import CLASSIFIER, SEGMENTER, Backend, ModelInfo, ServingError, TensorMeta, invalid
 from serving.explain import GRADIENT_METHODS, GradientExplainer
 from serving.images import ImageLimits, decode_encoded, decode_raw
 from serving.metrics import ServingMetrics
@@ -43,7 +44,9 @@ def softmax_peaks(logits: np.ndarray) -> np.ndarray:
 
 def metadata_message(info: ModelInfo, methods: list[str]) -> pb.ModelMetadata:
     """The API's ModelMetadata of a loaded model."""
-    tensors = lambda specs: [pb.TensorSpec(name=t.name, datatype=t.datatype, shape=list(t.shape)) for t in specs]
+    def tensors(specs: Sequence[TensorMeta]) -> list[pb.TensorSpec]:
+        return [pb.TensorSpec(name=t.name, datatype=t.datatype, shape=list(t.shape)) for t in specs]
+
     return pb.ModelMetadata(name=info.name, version=info.version, kind=info.kind, labels=list(info.labels),
                             inputs=tensors(info.inputs), outputs=tensors(info.outputs),
                             max_batch_size=info.max_batch_size, platform=info.platform, methods=methods)
@@ -144,7 +147,7 @@ class SegmentationService(pb_grpc.SegmentationServiceServicer):
         info, image, method, ids, scores, maps = self._explain(request, context)
         response = pb.ExplainResponse(header=self._header(info, rid), method=method, height=image.shape[0],
                                       width=image.shape[1], map_format=request.map_format)
-        for c, m in zip(ids, maps):
+        for c, m in zip(ids, maps, strict=True):
             data = (np.rint(m * 255).astype(np.uint8) if request.map_format == pb.MAP_FORMAT_UINT8
                     else m.astype("<f2")).tobytes()
             response.maps.add(class_id=c, label=info.labels[c - 1], score=float(scores[c - 1]), data=data)
@@ -166,7 +169,7 @@ class SegmentationService(pb_grpc.SegmentationServiceServicer):
             info, image, _, ids, _, maps = self._explain(request, context)
             rendered = [pb.RenderedOverlay(class_id=c, label=info.labels[c - 1],
                                            png=encode_png(heatmap_overlay(image, m, opacity, colormap)))
-                        for c, m in zip(ids, maps)]
+                        for c, m in zip(ids, maps, strict=True)]
         else:
             raise invalid(f"unknown overlay kind {request.kind}")
         return pb.OverlayResponse(header=self._header(info, rid), height=image.shape[0], width=image.shape[1],

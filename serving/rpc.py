@@ -58,7 +58,7 @@ class Malformed:
     def __init__(self, error: Exception) -> None:
         self.error = error
 
-    def ByteSize(self) -> int:  # noqa: N802 - the protobuf spelling, for metrics
+    def ByteSize(self) -> int:  # the protobuf spelling, for metrics
         return 0
 
 

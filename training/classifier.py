@@ -15,26 +15,29 @@ from weakseg.data.loading import EpochLoader
 from weakseg.data.voc import VOCDataset
 from weakseg.engine import FitResult, TrainConfig, fit, seed_everything
 from weakseg.errors import WeaksegError
-from weakseg.models.classifier_io import load_classifier, save_classifier
 from weakseg.models.checkpoint import WEIGHTS_NAME, file_sha256
+from weakseg.models.classifier_io import load_classifier, save_classifier
 from weakseg.models.pretrained import load_pretrained_backbone
 from weakseg.models.resnet_cam import CAMClassifier, ClassifierConfig
 
 
 @dataclass
 class ClassifierJob:
-    """Everything `weakseg train classifier` needs."""
+    """Everything `weakseg train classifier` needs.
+
+    The architecture fields (arch ... fickle_drop) left None take ClassifierConfig's defaults for a fresh network,
+    or the init classifier's values with `init`; a value given that contradicts the init classifier is an error."""
 
     data: Path
     out: Path
     split: str = "train"
     val_split: str | None = "val"
     labels: str = "auto"
-    arch: str = "resnet18"
-    output_stride: int = 8
-    head: str = "cam"  # cam | fickle (FickleNet's k x k head, trained with its stochastic selection)
-    fickle_kernel: int = 3
-    fickle_drop: float = 0.9
+    arch: str | None = None  # resnet18 | resnet50 | resnet101 (None: ClassifierConfig's, or the init classifier's)
+    output_stride: int | None = None
+    head: str | None = None  # cam | fickle (FickleNet's k x k head, trained with its stochastic selection)
+    fickle_kernel: int | None = None
+    fickle_drop: float | None = None
     crop: int = 128
     scale_range: tuple[float, float] = (0.75, 1.25)
     pretrained: str | None = None
@@ -92,6 +95,24 @@ class ClassifierSetup:
     head_params: list[torch.nn.Parameter]
 
 
+ARCHITECTURE_FIELDS = ("arch", "output_stride", "head", "fickle_kernel", "fickle_drop")
+
+
+def given_architecture(job: ClassifierJob) -> dict:
+    """The architecture fields the job sets (not None), as ClassifierConfig keyword arguments."""
+    return {name: getattr(job, name) for name in ARCHITECTURE_FIELDS if getattr(job, name) is not None}
+
+
+def check_init_architecture(job: ClassifierJob, config: ClassifierConfig) -> None:
+    """Raise WeaksegError when an architecture field given with init differs from the init classifier's config."""
+    wrong = {k: v for k, v in given_architecture(job).items() if v != getattr(config, k)}
+    if wrong:
+        said = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in wrong.items())
+        has = ", ".join(f"{k.replace('_', ' ')} {getattr(config, k)}" for k in wrong)
+        raise WeaksegError(f"{job.init}: the init classifier has {has}; {said} contradicts it "
+                           "(fine-tuning keeps the init architecture: drop the option or pass its value)")
+
+
 def build_classifier(job: ClassifierJob, classes: list[str], device: torch.device) -> CAMClassifier:
     """A fresh classifier (seeded, optionally with a pretrained backbone) or, with job.init, a trainable copy of
     an existing checkpoint (fine-tuning); job.pretrained then only freezes the stem and BatchNorm."""
@@ -100,11 +121,11 @@ def build_classifier(job: ClassifierJob, classes: list[str], device: torch.devic
         model, init_classes = load_classifier(job.init, device)
         if init_classes != list(classes):
             raise WeaksegError(f"{job.init}: classifier classes {init_classes} differ from the dataset's {classes}")
+        check_init_architecture(job, model.config)
         model.requires_grad_(True)
     else:
         try:
-            model = CAMClassifier(ClassifierConfig(num_classes=len(classes), arch=job.arch, output_stride=job.output_stride,
-                                                   head=job.head, fickle_kernel=job.fickle_kernel, fickle_drop=job.fickle_drop))
+            model = CAMClassifier(ClassifierConfig(num_classes=len(classes), **given_architecture(job)))
         except ValueError as e:
             raise WeaksegError(f"bad classifier configuration: {e}") from e
         if job.pretrained:

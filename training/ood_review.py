@@ -170,7 +170,7 @@ class ReviewServer:
         host, port = self.httpd.server_address[:2]
         return f"http://{host}:{port}/"
 
-    def start(self) -> "ReviewServer":
+    def start(self) -> ReviewServer:
         """Serve in a background thread."""
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="ood-review", daemon=True)
         self._thread.start()

@@ -14,8 +14,14 @@ import torch
 import torch.nn.functional as F
 
 from weakseg.data.classes import IGNORE_INDEX
-from weakseg.data.segmentation import (GT_LABELS, infer_supervision, label_folder, labelled_split,
-                                       pseudo_manifest, segmentation_loader)
+from weakseg.data.segmentation import (
+    GT_LABELS,
+    infer_supervision,
+    label_folder,
+    labelled_split,
+    pseudo_manifest,
+    segmentation_loader,
+)
 from weakseg.data.voc import VOCDataset
 from weakseg.engine import FitResult, TrainConfig, fit, seed_everything
 from weakseg.errors import DataError, WeaksegError

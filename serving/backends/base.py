@@ -89,8 +89,8 @@ class Backend(ABC):
               timeout: float | None = None) -> dict[str, np.ndarray]:
         """Run the model on batched inputs; return the requested outputs by name. Raises ServingError."""
 
-    def set_batch_observer(self, observe: Callable[[str, int, list[float]], None]) -> None:
+    def set_batch_observer(self, observe: Callable[[str, int, list[float]], None]) -> None:  # noqa: B027 - optional hook
         """Receive (model, rows, queue seconds of each request) for every batch this backend forms itself."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: a backend holding nothing needs no close
         """Release sessions, threads and connections."""

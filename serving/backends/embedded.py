@@ -136,7 +136,7 @@ class EmbeddedBackend(Backend):
                                        max_queue_size=queue, workers=workers)
 
         def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            return dict(zip(names, session.run(names, inputs)))
+            return dict(zip(names, session.run(names, inputs), strict=True))
 
         def hook(rows: int, waits: list[float], _name: str = info.name) -> None:
             if self._observe is not None:

@@ -60,6 +60,6 @@ def check_inputs(info: ModelInfo, inputs: dict[str, np.ndarray]) -> None:
         spec = expected[name]
         if spec.datatype not in KSERVE_NUMPY or array.dtype != np.dtype(KSERVE_NUMPY[spec.datatype]):
             raise invalid(f"input {name!r} of model {info.name!r} must be {spec.datatype}, got {array.dtype}")
-        if array.ndim != len(spec.shape) or any(d not in (-1, s) for d, s in zip(spec.shape, array.shape)):
+        if array.ndim != len(spec.shape) or any(d not in (-1, s) for d, s in zip(spec.shape, array.shape, strict=True)):
             raise invalid(f"input {name!r} of model {info.name!r} has shape {list(array.shape)}, "
                           f"expected {list(spec.shape)} (-1 = any)")

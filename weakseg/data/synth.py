@@ -48,8 +48,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from weakseg.data.classes import IGNORE_INDEX, voc_palette
 from weakseg.data import synth_draw as draw
+from weakseg.data.classes import IGNORE_INDEX, voc_palette
 from weakseg.errors import WeaksegError
 from weakseg.io import atomic_save_png, atomic_write_bytes, atomic_write_json, atomic_write_text
 
@@ -431,7 +431,7 @@ def render_sample_detailed(config: SynthConfig, rng: np.random.Generator, max_cl
 
     inst_map = np.zeros((h, w), np.uint8)
     part_map = np.zeros((h, w), np.uint8)
-    for n, (inst, v) in enumerate(zip(insts, vis), 1):
+    for n, (inst, v) in enumerate(zip(insts, vis, strict=True), 1):
         inst_map[v] = n
         part_map[v & _to_image(inst, inst.part, h, w)] = n
     labels = np.array([0] + [i.cls + 1 for i in insts], np.uint8)
@@ -442,7 +442,7 @@ def render_sample_detailed(config: SynthConfig, rng: np.random.Generator, max_cl
     inst_map_out[void] = IGNORE_INDEX
 
     objects = []
-    for n, (inst, v) in enumerate(zip(insts, vis), 1):
+    for n, (inst, v) in enumerate(zip(insts, vis, strict=True), 1):
         rows, cols = np.nonzero(v.any(1))[0], np.nonzero(v.any(0))[0]
         full_area = int(inst.mask.sum())
         in_frame = int(_to_image(inst, inst.mask, h, w).sum())
@@ -512,7 +512,7 @@ def voc_xml(image_id: str, h: int, w: int, objects: list[dict[str, Any]], folder
         ET.SubElement(ob, "truncated").text = "1" if o["truncated"] else "0"
         ET.SubElement(ob, "difficult").text = "0"
         box = ET.SubElement(ob, "bndbox")
-        for tag, val in zip(("xmin", "ymin", "xmax", "ymax"), o["bbox"]):
+        for tag, val in zip(("xmin", "ymin", "xmax", "ymax"), o["bbox"], strict=True):
             ET.SubElement(box, tag).text = str(val)
     ET.indent(root, space="\t")
     return ET.tostring(root, encoding="unicode") + "\n"

@@ -158,7 +158,7 @@ def disk_centres(mask: np.ndarray, radius: float) -> np.ndarray:
     # The disk's rim (plus its centre) suffices for a hole-free mask; the caller re-checks the full disk.
     rim = (dy * dy + dx * dx) > (radius - 1.5) ** 2
     ok = mask.copy()
-    for oy, ox in zip(dy[rim], dx[rim]):
+    for oy, ox in zip(dy[rim], dx[rim], strict=True):
         ok &= padded[r + oy:r + oy + h, r + ox:r + ox + w]
     return np.argwhere(ok)
 

@@ -59,7 +59,7 @@ class TritonPythonModel:
             names = [n for n in self.output_names if any(n in wanted for _, _, wanted in members)]
             batch = members[0][1] if len(members) == 1 else np.concatenate([array for _, array, _ in members])
             try:
-                outputs = dict(zip(names, self.session.run(names, {self.input_name: batch})))
+                outputs = dict(zip(names, self.session.run(names, {self.input_name: batch}), strict=True))
             except Exception as e:  # onnxruntime raises several types for inputs the graph cannot take
                 for index, array, _ in members:
                     responses[index] = self._error(f"onnxruntime rejected input of shape {list(array.shape)}: "

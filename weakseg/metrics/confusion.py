@@ -60,7 +60,7 @@ class ConfusionAccumulator:
         """Add one image's (gt, prediction) pair."""
         self.matrix += confusion_matrix(gt, pred, self.num_classes, self.ignore_pred)
 
-    def merge(self, other: "ConfusionAccumulator") -> "ConfusionAccumulator":
+    def merge(self, other: ConfusionAccumulator) -> ConfusionAccumulator:
         """Add another accumulator's counts into this one (e.g. from a worker) and return self."""
         if other.num_classes != self.num_classes or other.ignore_pred != self.ignore_pred:
             raise ValueError("cannot merge accumulators with different num_classes or ignore_pred")

@@ -89,11 +89,11 @@ def _report(cms: np.ndarray, thresholds: np.ndarray, names: list[str]) -> SeedRe
     return SeedReport(
         threshold=float(thresholds[best]),
         miou=float(mious[best]),
-        per_class={name: float(v) for name, v in zip(names, iou_per_class(cm))},
+        per_class={name: float(v) for name, v in zip(names, iou_per_class(cm), strict=True)},
         precision=prf.mean_precision,
         recall=prf.mean_recall,
         f1=prf.mean_f1,
-        curve=[(float(t), float(m)) for t, m in zip(thresholds, mious)],
+        curve=[(float(t), float(m)) for t, m in zip(thresholds, mious, strict=True)],
         confusion=cm,
     )
 
@@ -179,7 +179,7 @@ def evaluate_seeds_refined(
     for index, (image, maps, class_ids, gt) in enumerate(items):
         maps, class_ids = check_maps(maps, class_ids)
         gt = _check_gt(gt, maps.shape[1:], index)
-        for acc, thr in zip(accs, t):
+        for acc, thr in zip(accs, t, strict=True):
             acc.add(gt, refine(image, threshold_seed(maps, class_ids, float(thr))))
     return _report(np.stack([a.matrix for a in accs]), t, _class_names(class_names))
 
@@ -244,7 +244,7 @@ def evaluate_labels(pairs: Iterable[tuple[LabelSource, LabelSource]], class_name
     prf = precision_recall_f1(cm)
     return LabelReport(
         miou=miou(cm),
-        per_class={name: float(v) for name, v in zip(_class_names(class_names), iou_per_class(cm))},
+        per_class={name: float(v) for name, v in zip(_class_names(class_names), iou_per_class(cm), strict=True)},
         precision=prf.mean_precision,
         recall=prf.mean_recall,
         f1=prf.mean_f1,

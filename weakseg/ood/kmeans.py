@@ -52,7 +52,7 @@ def kmeans(x: torch.Tensor, k: int, seed: int = 0, iters: int = 100, tol: float 
     c = torch.stack(centres)
     assign = torch.full((n,), -1, dtype=torch.long)
     it = 0
-    for it in range(1, iters + 1):
+    for it in range(1, iters + 1):  # noqa: B007 - `it` is read after the loop (the iterations run)
         d = _sq_dist(pts, c)
         new_assign = d.argmin(1)
         counts = torch.bincount(new_assign, minlength=k)

@@ -99,7 +99,7 @@ def write_mining(out: str | os.PathLike, pool: OodPool, classes: list[str], scor
     out = Path(out)
     cands, per_class = rank_candidates(pool.ids, scores, classes, threshold)
     atomic_write_text(out / SCORES_NAME, _csv(["image", *classes],
-                                              [[i, *(f"{v:.6f}" for v in row)] for i, row in zip(pool.ids, scores)]))
+                                              [[i, *(f"{v:.6f}" for v in row)] for i, row in zip(pool.ids, scores, strict=True)]))
     for name, rows in per_class.items():
         atomic_write_text(out / "per_class" / f"{name}.csv",
                           _csv(["rank", "image", "score"], [[r, i, f"{s:.6f}"] for r, (i, s) in enumerate(rows, 1)]))
