@@ -27,6 +27,7 @@ from batch.cluster import LOCAL_RAY_ENV, RayOptions
 from batch.compare import compare_outputs
 from batch.pseudo_job import PseudoJob, done_ids, run_local
 from batch.ray_job import run_ray
+from cli.common import parse_bool
 from weakseg.attribution import METHODS, MultiScale, build_method
 
 CONFIGS = {"ray 1x2": ("ray", 1, 2), "ray 2x1": ("ray", 2, 1), "ray 1x1": ("ray", 1, 1),
@@ -41,7 +42,7 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
         method, _, name = key.partition(".")
         fields = {f.name: f for f in dataclasses.fields(METHODS[method])}
         default = fields[name].default
-        typed = (value.lower() in ("1", "true", "yes")) if isinstance(default, bool) else type(default)(value)
+        typed = parse_bool(value) if isinstance(default, bool) else type(default)(value)
         out.setdefault(method, {})[name] = typed
     return out
 

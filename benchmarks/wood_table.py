@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks.attribution_common import (evaluate_cached, fixed_subset, markdown, model_identity,  # noqa: E402
                                            run_cached, short_hash)
+from cli.common import parse_bool  # noqa: E402
 from training.classifier import ClassifierJob  # noqa: E402
 from training.ood_review import oracle_review  # noqa: E402
 from training.wood import WoodJob, train_wood  # noqa: E402
@@ -46,7 +47,7 @@ from weakseg.io import atomic_write_json, atomic_write_text, exclusive_lock  # n
 from weakseg.models.checkpoint import WEIGHTS_NAME  # noqa: E402
 from weakseg.models.classifier_io import load_classifier  # noqa: E402
 from weakseg.ood.decisions import ReviewLog  # noqa: E402
-from weakseg.ood.losses import CODE_TRAINING, WoodLossConfig  # noqa: E402
+from weakseg.ood.losses import DEFAULT_VARIANT, TEXT_TRAINING, WOOD_VARIANTS, WoodLossConfig, variant_training  # noqa: E402
 from weakseg.ood.mining import MINE_NAME, read_mining, score_pool, write_mining  # noqa: E402
 from weakseg.ood.pool import open_pool, read_truth, write_path_list  # noqa: E402
 
@@ -58,14 +59,17 @@ ABLATION = {"a": (False, False, False), "b": (True, False, False), "c": (False, 
 
 def base_loss(args: argparse.Namespace) -> WoodLossConfig:
     """Row (f)'s loss: the authors' code or the text's defaults (--wood-variant), then --wood KEY=VALUE overrides."""
-    cfg = WoodLossConfig.code() if args.wood_variant == "code" else WoodLossConfig()
+    cfg = WoodLossConfig.variant(args.wood_variant)
     fields = {f.name: f.type for f in dataclasses.fields(WoodLossConfig)}
     for item in args.wood:
         key, _, value = item.partition("=")
         if key not in fields or not value:
             raise SystemExit(f"--wood {item!r}: expected KEY=VALUE with KEY one of {', '.join(fields)}")
-        cast = {"float": float, "int": int, "bool": lambda v: v.lower() in ("1", "true", "yes"), "str": str}[fields[key]]
-        cfg = dataclasses.replace(cfg, **{key: cast(value)})
+        cast = {"float": float, "int": int, "bool": parse_bool, "str": str}[fields[key]]
+        try:
+            cfg = dataclasses.replace(cfg, **{key: cast(value)})
+        except (ValueError, argparse.ArgumentTypeError) as e:
+            raise SystemExit(f"--wood {item!r}: {e}") from e
     return cfg.validate()
 
 
@@ -75,8 +79,26 @@ def loss_for(row: str, base: WoodLossConfig) -> WoodLossConfig:
     Row (a) has neither OoD term, so it is the same run whatever the variant (one cached run serves all)."""
     cls_ood, pull, push = ABLATION[row]
     if not (cls_ood or pull or push):
-        return WoodLossConfig(ood_weight=0.0, pull=False, push=False)
+        return WoodLossConfig.text(ood_weight=0.0, pull=False, push=False)  # the text's fields: cached runs keep their names
     return dataclasses.replace(base, ood_weight=base.ood_weight if cls_ood else 0.0, pull=pull, push=push)
+
+
+def finetune_settings(loss: WoodLossConfig, variant_settings: dict) -> dict:
+    """The WoodJob settings of a fine-tune: the variant's, or the text's for row (a), where they do nothing."""
+    plain = not (loss.ood_weight or loss.pull or loss.push)
+    return variant_training("text") if plain else dict(variant_settings)
+
+
+def finetune_record(a: argparse.Namespace, name: str, base_sha: str, ood_text: str, loss: WoodLossConfig, seed: int,
+                    settings: dict) -> dict:
+    """What names a cached fine-tune (its folder is <name>-<short_hash(record)>).
+
+    The job settings appear only where they differ from the text's (WoodJob's defaults when these runs were
+    first cached), so a cached run keeps its folder whatever the library's defaults are."""
+    extra = {k: v for k, v in settings.items() if v != TEXT_TRAINING[k]}
+    return {"name": name, "base": base_sha, "ood": ood_text, "loss": loss.to_dict(), "seed": seed, "epochs": a.epochs,
+            "lr": a.lr, "batch": a.batch_size, "ood_batch": a.ood_batch_size, "crop": a.crop,
+            **({"job": extra} if extra else {})}
 
 
 class Bench:
@@ -96,7 +118,7 @@ class Bench:
         self.mine = self._mine_and_review()
         self.results: dict[str, dict] = {}
         self.base_loss = base_loss(args)
-        self.job_extra = dict(CODE_TRAINING) if args.wood_variant == "code" else {}
+        self.job_settings = variant_training(args.wood_variant)
 
     def loss_for(self, row: str) -> WoodLossConfig:
         """Ablation row (a)-(f) of this run's loss variant."""
@@ -131,11 +153,8 @@ class Bench:
         """A W-OoD fine-tune of the shared classifier (resumes; skipped when finished; None when unfinished and
         --cached-only)."""
         a = self.args
-        plain = not (loss.ood_weight or loss.pull or loss.push)  # row (a): the variant's job settings do nothing
-        extra = {} if plain else self.job_extra
-        record = {"name": name, "base": self.base_sha, "ood": ood.read_text(), "loss": loss.to_dict(), "seed": seed,
-                  "epochs": a.epochs, "lr": a.lr, "batch": a.batch_size, "ood_batch": a.ood_batch_size, "crop": a.crop,
-                  **({"job": extra} if extra else {})}
+        settings = finetune_settings(loss, self.job_settings)
+        record = finetune_record(a, name, self.base_sha, ood.read_text(), loss, seed, settings)
         out = a.out / "runs" / f"{name}-{short_hash(record)}"
         run_json = out / "run.json"
 
@@ -150,7 +169,7 @@ class Bench:
             print(f"fine-tune {name}: {out}", flush=True)
             job = ClassifierJob(data=a.data, out=out, split=a.train_split, val_split=None, crop=a.crop, init=a.model,
                                 train=TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=seed))
-            train_wood(WoodJob(classifier=job, ood=ood, loss=loss, ood_batch_size=a.ood_batch_size, **extra), self.device,
+            train_wood(WoodJob(classifier=job, ood=ood, loss=loss, ood_batch_size=a.ood_batch_size, **settings), self.device,
                        progress=False)
         return out
 
@@ -304,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16, help="in-distribution images per step")
     p.add_argument("--ood-batch-size", type=int, default=8, help="OoD images per step")
     p.add_argument("--crop", type=int, default=128, help="training crop")
-    p.add_argument("--wood-variant", default="code", choices=["text", "code"],
+    p.add_argument("--wood-variant", default=DEFAULT_VARIANT, choices=sorted(WOOD_VARIANTS, reverse=True),
                    help="the W-OoD loss of rows (b)-(f): the authors' code (means, |C|/K, batch-wide top-tau, OoD weight "
                         "0.25, centres once, one anti-adversarial step; the CLI's default), or the text's sums")
     p.add_argument("--wood", nargs="+", default=[], metavar="KEY=VALUE",
@@ -325,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     header = (f"{len(bench.dataset.ids)} images of {args.data} ({args.split}, subset seed {args.subset_seed}); fine-tunes of "
               f"{args.model} for {args.epochs} epochs at lr {args.lr}; scales {list(bench.multiscale.scales)}"
               f"{' + flip' if bench.multiscale.flip else ''}; W-OoD loss {args.wood_variant} {bench.base_loss.to_dict()}"
-              f"{' ' + str(bench.job_extra) if bench.job_extra else ''}; seed mIoU at the best threshold, P/R/F1 = "
+              f" {bench.job_settings}; seed mIoU at the best threshold, P/R/F1 = "
               "foreground means (%).")
     parts = {"t41": part_t41, "t45": part_t45, "fig45a": part_fig45a, "t46": part_t46, "perclass": part_perclass}
     # one report per part set and loss: processes may share --out

@@ -39,13 +39,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sub.required = True
     modules = [m for m in SUBCOMMAND_MODULES if m == f"cli.{command}_cmd"] or SUBCOMMAND_MODULES
     for name in modules:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:  # a module another area has not landed yet
-            if e.name == name:
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -10,17 +11,16 @@ from pathlib import Path
 from cli.common import add_device, add_parser, add_threads
 from weakseg.device import resolve_device, set_threads
 from weakseg.errors import WeaksegError
-from weakseg.ood.losses import CODE_TRAINING, WoodLossConfig
+from weakseg.ood.losses import DEFAULT_VARIANT, VARIANT_LOSS, VARIANT_TRAINING, WOOD_VARIANTS, WoodLossConfig
 
-# flag -> (WoodLossConfig/WoodJob field, text default, authors'-code default)
-VARIANT_DEFAULTS = {
-    "ood_weight": (1.0, 0.25),
-    "reduction": ("sum", "mean"),
-    "in_scale": ("one", "classes_over_k"),
-    "scope": ("image", "batch"),
-    "centre_every": (1, CODE_TRAINING["centre_every"]),
-    "adv_steps": (0, CODE_TRAINING["adv_steps"]),
-}
+# the variant-dependent flags: --wood-<name> (WoodLossConfig or WoodJob field) -> {variant: default}
+VARIANT_DEFAULTS = {name: {v: {**VARIANT_LOSS[v], **VARIANT_TRAINING[v]}[name] for v in WOOD_VARIANTS}
+                    for name in (*VARIANT_LOSS[DEFAULT_VARIANT], *VARIANT_TRAINING[DEFAULT_VARIANT])}
+
+
+def _by_variant(name: str) -> str:
+    """'[text X, code Y]' for a variant-dependent flag's help."""
+    return "[" + ", ".join(f"{v} {VARIANT_DEFAULTS[name][v]}" for v in sorted(WOOD_VARIANTS, reverse=True)) + "]"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,45 +52,48 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def add_wood_options(p: argparse.ArgumentParser) -> None:
-    """The W-OoD options of `train classifier` (active with --ood)."""
+    """The W-OoD options of `train classifier` (active with --ood); defaults are the library's (weakseg.ood.losses)."""
+    from training.wood import WoodJob
+
+    loss = WoodLossConfig()
+    job = {f.name: f.default for f in dataclasses.fields(WoodJob) if f.default is not dataclasses.MISSING}
     g = p.add_argument_group("W-OoD (with --ood; dissertation Sec. 4.3.2)")
     g.add_argument("--init", type=Path, default=None, help="fine-tune this classifier (run or .safetensors) instead of training "
                                                           "from scratch; required with --ood")
     g.add_argument("--ood", type=Path, default=None, help="hard OoD set: a reviewed mining folder (its keeps), review.json, "
                                                          "or a text list of image paths")
-    g.add_argument("--ood-batch-size", type=int, default=8, help="OoD images per step (beside --batch-size in-distribution images)")
-    g.add_argument("--wood-variant", default="code", choices=["text", "code"],
+    g.add_argument("--ood-batch-size", type=int, default=job["ood_batch_size"], help="OoD images per step (beside --batch-size in-distribution images)")
+    g.add_argument("--wood-variant", default=DEFAULT_VARIANT, choices=sorted(WOOD_VARIANTS, reverse=True),
                    help="defaults of the flags below: the authors' code (OoD weight 0.25, mean reduction with the pull term "
                         "times |C|/K, batch-wide top-tau, centres once, one anti-adversarial step), or the dissertation's "
                         "text (sums: unbounded below on raw features, it diverged on both benchmarks; README)")
-    g.add_argument("--wood-lambda", type=float, default=0.007, help="lambda of L = L_cls + lambda L_d")
-    g.add_argument("--wood-tau", type=float, default=0.2, help="share of the OoD clusters counted as closest (0.2 = 20%%)")
-    g.add_argument("--wood-k", type=int, default=50, help="K-means clusters of the OoD features: K = min(this, number of OoD images)")
-    g.add_argument("--wood-ood-weight", type=float, default=None, help="weight of BCE(F(x_ood), 0) [text 1, code 0.25]")
+    g.add_argument("--wood-lambda", type=float, default=loss.lam, help="lambda of L = L_cls + lambda L_d")
+    g.add_argument("--wood-tau", type=float, default=loss.tau, help="share of the OoD clusters counted as closest (0.2 = 20%%)")
+    g.add_argument("--wood-k", type=int, default=loss.k_max, help="K-means clusters of the OoD features: K = min(this, number of OoD images)")
+    g.add_argument("--wood-ood-weight", type=float, default=None, help=f"weight of BCE(F(x_ood), 0) {_by_variant('ood_weight')}")
     g.add_argument("--wood-no-pull", action="store_true", help="drop L_d's in-distribution (class-centre) term")
     g.add_argument("--wood-no-push", action="store_true", help="drop L_d's OoD (cluster) term")
-    g.add_argument("--wood-distance", default="euclidean", choices=["euclidean", "squared"], help="d of Eq. 4.1")
-    g.add_argument("--wood-features", default="raw", choices=["raw", "unit"],
+    g.add_argument("--wood-distance", default=loss.distance, choices=["euclidean", "squared"], help="d of Eq. 4.1")
+    g.add_argument("--wood-features", default=loss.features, choices=["raw", "unit"],
                    help="L_d on the raw features z (text, code) or on z/||z|| (bounded; raw L_d can be lowered without "
                         "bound by scaling z up)")
-    g.add_argument("--wood-reduction", default=None, choices=["sum", "mean"], help="sum over classes/clusters (Eq. 4.2) or mean [text sum, code mean]")
-    g.add_argument("--wood-in-scale", default=None, choices=["one", "classes_over_k"], help="factor on the pull term [text one, code |C|/K]")
-    g.add_argument("--wood-scope", default=None, choices=["image", "batch"], help="top-tau per image or over the batch [text image, code batch]")
-    g.add_argument("--wood-centre-every", type=int, default=None, help="recompute centres every N epochs; 0 = once before training [text 1, code 0]")
-    g.add_argument("--wood-adv-steps", type=int, default=None, help="anti-adversarial steps on OoD images [text 0, code 1]")
-    g.add_argument("--wood-adv-xi", type=float, default=0.016, help="anti-adversarial step on [0,1] pixels (the code's 0.07 normalised)")
-    g.add_argument("--wood-kmeans-iters", type=int, default=100, help="maximum Lloyd iterations of K-means")
-    g.add_argument("--wood-bn", default="frozen", choices=["frozen", "train"],
+    g.add_argument("--wood-reduction", default=None, choices=["sum", "mean"], help=f"sum over classes/clusters (Eq. 4.2) or mean {_by_variant('reduction')}")
+    g.add_argument("--wood-in-scale", default=None, choices=["one", "classes_over_k"], help=f"factor on the pull term (classes_over_k: |C|/K) {_by_variant('in_scale')}")
+    g.add_argument("--wood-scope", default=None, choices=["image", "batch"], help=f"top-tau per image or over the batch {_by_variant('scope')}")
+    g.add_argument("--wood-centre-every", type=int, default=None, help=f"recompute centres every N epochs; 0 = once before training {_by_variant('centre_every')}")
+    g.add_argument("--wood-adv-steps", type=int, default=None, help=f"anti-adversarial steps on OoD images {_by_variant('adv_steps')}")
+    g.add_argument("--wood-adv-xi", type=float, default=job["adv_xi"], help="anti-adversarial step on [0,1] pixels (the code's 0.07 normalised)")
+    g.add_argument("--wood-kmeans-iters", type=int, default=job["kmeans_iters"], help="maximum Lloyd iterations of K-means")
+    g.add_argument("--wood-bn", default=job["bn"], choices=["frozen", "train"],
                    help="BatchNorm during the fine-tune: frozen keeps the initial classifier's statistics, so training features "
                         "match the eval-mode features the centres come from and OoD batches do not shift the statistics CAM uses")
-    g.add_argument("--select", default="last", choices=["last", "val_loss"],
+    g.add_argument("--select", default=job["select"], choices=["last", "val_loss"],
                    help="checkpoint kept: the last epoch, or the lowest image-level validation BCE (never pixel labels)")
 
 
 def _variant(args: argparse.Namespace, name: str):
     value = getattr(args, f"wood_{name}")
-    text, code = VARIANT_DEFAULTS[name]
-    return value if value is not None else (code if args.wood_variant == "code" else text)
+    return value if value is not None else VARIANT_DEFAULTS[name][args.wood_variant]
 
 
 def wood_job_from_args(args: argparse.Namespace, classifier_job):

@@ -51,13 +51,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="train", help="training split (ImageSets/Segmentation/<split>.txt or a path)")
     p.add_argument("--val-split", default="val", help="split for image-level validation each epoch ('' to skip); uses no pixel labels")
     p.add_argument("--labels", default="auto", help="image-level labels: xml, auto (cls_labels.npy at the root if present, else xml) or a cls_labels.npy path")
-    p.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet50", "resnet101"], help="ResNet backbone")
-    p.add_argument("--output-stride", type=int, default=8, choices=[8, 16, 32], help="backbone output stride (CAM resolution)")
-    p.add_argument("--head", default="cam", choices=["cam", "fickle"],
+    from weakseg.models.resnet_cam import ClassifierConfig
+
+    arch = ClassifierConfig(num_classes=1)  # the architecture defaults; with --init the init classifier's instead
+
+    def unless_init(name: str) -> str:
+        return f" [default {getattr(arch, name)}; with --init, the init classifier's, and a different value is an error]"
+
+    p.add_argument("--arch", default=None, choices=["resnet18", "resnet50", "resnet101"], help="ResNet backbone" + unless_init("arch"))
+    p.add_argument("--output-stride", type=int, default=None, choices=[8, 16, 32],
+                   help="backbone output stride (CAM resolution)" + unless_init("output_stride"))
+    p.add_argument("--head", default=None, choices=["cam", "fickle"],
                    help="classification layer: cam (bias-free 1x1, CAM-ready) or fickle (FickleNet's k x k layer trained "
-                        "with stochastic hidden-unit selection; needed by --method fickle)")
-    p.add_argument("--fickle-kernel", type=int, default=3, help="FickleNet head: kernel size k (odd)")
-    p.add_argument("--fickle-drop", type=float, default=0.9, help="FickleNet head: dropout rate of the hidden-unit selection")
+                        "with stochastic hidden-unit selection; needed by --method fickle)" + unless_init("head"))
+    p.add_argument("--fickle-kernel", type=int, default=None, help="FickleNet head: kernel size k (odd)" + unless_init("fickle_kernel"))
+    p.add_argument("--fickle-drop", type=float, default=None,
+                   help="FickleNet head: dropout rate of the hidden-unit selection" + unless_init("fickle_drop"))
     p.add_argument("--crop", type=int, default=128, help="square training crop (after random scaling)")
     p.add_argument("--scale-range", type=float, nargs=2, default=[0.75, 1.25], metavar=("MIN", "MAX"), help="random rescale range")
     p.add_argument("--pretrained", default=None, help="backbone init: a torchvision ResNet state-dict path, 'imagenet' (downloads), or none; "

@@ -28,7 +28,7 @@ def _euclid(a, b):
 
 def test_distance_loss_equals_the_formula_on_hand_made_features():
     z, y, p_in, p_ood = _hand_made()
-    cfg = WoodLossConfig(tau=0.4)  # 40% of K=5 -> the 2 closest OoD clusters
+    cfg = WoodLossConfig.text(tau=0.4)  # 40% of K=5 -> the 2 closest OoD clusters
     loss, parts = distance_loss(z, y, p_in, p_ood, cfg)
     expected = []
     for b in range(2):
@@ -59,10 +59,10 @@ def test_raw_sums_fall_without_bound_when_z_is_scaled_and_unit_features_do_not()
     z, y, p_in, p_ood = _hand_made()
     z = z + torch.tensor([1.0, 1.0], dtype=torch.float64)  # no zero row (a direction for every image)
     y = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64)  # one class each, 3 pushed clusters
-    raw = WoodLossConfig(tau=0.6)
+    raw = WoodLossConfig.text(tau=0.6)
     values = [float(distance_loss(s * z, y, p_in, p_ood, raw)[0]) for s in (1.0, 10.0, 100.0, 1000.0)]
     assert values == sorted(values, reverse=True) and values[-1] < -1000
-    unit = WoodLossConfig(tau=0.6, features="unit")
+    unit = WoodLossConfig.text(tau=0.6, features="unit")
     u_in, u_ood = F.normalize(p_in, dim=1), F.normalize(p_ood, dim=1)
     scaled = [float(distance_loss(s * z, y, u_in, u_ood, unit)[0]) for s in (1.0, 10.0, 1000.0)]
     assert scaled == pytest.approx([scaled[0]] * 3, abs=1e-9) and -3 * 2 <= scaled[0] <= 2
@@ -118,7 +118,7 @@ def test_total_loss_adds_lambda_times_l_d_and_gradients_reach_the_features():
     z, y, p_in, p_ood = _hand_made()
     z = z.clone().requires_grad_(True)
     logits = torch.zeros(2, 3, dtype=torch.float64)
-    cfg = WoodLossConfig(lam=0.5, tau=0.4)
+    cfg = WoodLossConfig.text(lam=0.5, tau=0.4)
     loss, parts = wood_loss(logits, z, y, None, p_in, p_ood, cfg)
     assert float(loss.detach()) == pytest.approx(parts["cls_in"] + 0.5 * parts["l_d"], abs=1e-9)
     loss.backward()

@@ -27,7 +27,7 @@ from weakseg.models.checkpoint import RESUME_NAME, load_resume, save_resume
 from weakseg.models.resnet_cam import CAMClassifier
 from weakseg.ood.decisions import resolve_ood_images
 from weakseg.ood.kmeans import kmeans
-from weakseg.ood.losses import WoodLossConfig, embed, num_clusters, wood_loss
+from weakseg.ood.losses import DEFAULT_VARIANT, VARIANT_TRAINING, WoodLossConfig, embed, num_clusters, wood_loss
 from weakseg.ood.mining import batched_forward
 
 CENTRES_NAME = "wood_centres.pt"
@@ -35,20 +35,22 @@ CENTRES_NAME = "wood_centres.pt"
 
 @dataclass
 class WoodJob:
-    """Everything `weakseg train classifier --ood` needs on top of the classifier job (which must have init)."""
+    """Everything `weakseg train classifier --ood` needs on top of the classifier job (which must have init).
+
+    The loss and centre_every/adv_steps default to weakseg.ood.losses.DEFAULT_VARIANT (the authors' code)."""
 
     classifier: ClassifierJob
     ood: Path  # a review folder, review.json or a list of image paths
     loss: WoodLossConfig = field(default_factory=WoodLossConfig)
     ood_batch_size: int = 8
-    centre_every: int = 1  # recompute centres every N epochs; 0 = once before training (authors' code)
-    adv_steps: int = 0  # anti-adversarial steps on OoD images before their loss (authors' code: 1)
+    centre_every: int = VARIANT_TRAINING[DEFAULT_VARIANT]["centre_every"]  # recompute centres every N epochs; 0 = once
+    adv_steps: int = VARIANT_TRAINING[DEFAULT_VARIANT]["adv_steps"]  # anti-adversarial steps on OoD images before their loss
     adv_xi: float = 0.016  # step size on [0,1] pixels (the code's 0.07 in ImageNet-normalised units)
     kmeans_iters: int = 100
     select: str = "last"  # last | val_loss (image-level validation BCE; never pixel labels)
     bn: str = "frozen"  # frozen: BatchNorm keeps the initial classifier's statistics | train: updated by every batch
 
-    def validate(self) -> "WoodJob":
+    def validate(self) -> WoodJob:
         """Raise WeaksegError on an unusable setting; return self."""
         self.loss.validate()
         if self.classifier.init is None:

@@ -6,41 +6,70 @@ The text's L_d for one in-distribution image x with multi-hot y is
 averaged over the batch. The authors' code differs (WoodLossConfig.code()): the pull term is a mean over the
 B x C matrix times C/K ("20/K"), the push term a mean over the B x K matrix, and the closest tau% are chosen
 over the whole batch's distance matrix rather than per image.
+
+Every W-OoD default lives here: the settings that depend on the variant (VARIANT_LOSS, VARIANT_TRAINING) and
+DEFAULT_VARIANT, the authors' code, which WoodLossConfig's and training.wood.WoodJob's field defaults, the CLI
+and the W-OoD benchmark all follow (the text's sums are unbounded below on raw features and diverged on both
+benchmarks; README). WoodLossConfig.text() is the dissertation's text.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
+from types import MappingProxyType
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from weakseg.errors import WeaksegError
 
+WOOD_VARIANTS = ("code", "text")
+DEFAULT_VARIANT = "code"  # the authors' code (see the module docstring)
 
-# the authors' code's training choices beside its loss (WoodLossConfig.code()): centres computed once before
-# training, one anti-adversarial step on OoD images; field names of training.wood.WoodJob
-CODE_TRAINING = {"centre_every": 0, "adv_steps": 1}
+# the loss settings that differ between the variants (WoodLossConfig fields)
+VARIANT_LOSS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
+    "text": MappingProxyType({"ood_weight": 1.0, "reduction": "sum", "in_scale": "one", "scope": "image"}),
+    "code": MappingProxyType({"ood_weight": 0.25, "reduction": "mean", "in_scale": "classes_over_k", "scope": "batch"}),
+})
+# the training choices beside the loss (training.wood.WoodJob fields): the text recomputes the centres every epoch
+# and takes OoD images as they are; the code computes the centres once before training and takes one
+# anti-adversarial step on OoD images
+VARIANT_TRAINING: Mapping[str, Mapping[str, int]] = MappingProxyType({
+    "text": MappingProxyType({"centre_every": 1, "adv_steps": 0}),
+    "code": MappingProxyType({"centre_every": 0, "adv_steps": 1}),
+})
+CODE_TRAINING = VARIANT_TRAINING["code"]
+TEXT_TRAINING = VARIANT_TRAINING["text"]
+_DEFAULT_LOSS = VARIANT_LOSS[DEFAULT_VARIANT]
+
+
+def variant_training(variant: str) -> dict[str, int]:
+    """The WoodJob settings of a variant ("code" or "text"), as keyword arguments."""
+    if variant not in VARIANT_TRAINING:
+        raise WeaksegError(f"W-OoD: unknown variant {variant!r}; choose from {', '.join(WOOD_VARIANTS)}")
+    return dict(VARIANT_TRAINING[variant])
 
 
 @dataclass(frozen=True)
 class WoodLossConfig:
-    """Hyper-parameters of L = L_cls + lambda L_d; the defaults are the dissertation's text."""
+    """Hyper-parameters of L = L_cls + lambda L_d; the defaults are DEFAULT_VARIANT's (the authors' code)."""
 
     lam: float = 0.007  # lambda of Eq. 4.4
     tau: float = 0.2  # share of the OoD clusters counted as "closest" in Eq. 4.2
     k_max: int = 50  # K = min(k_max, number of OoD images)
-    ood_weight: float = 1.0  # weight of BCE(F(x_ood), 0) in Eq. 4.3 (authors' code: 0.25)
+    ood_weight: float = _DEFAULT_LOSS["ood_weight"]  # weight of BCE(F(x_ood), 0) in Eq. 4.3 (text 1, code 0.25)
     pull: bool = True  # L_d's in-distribution term (Table 4.5 "L_d on D_in")
     push: bool = True  # L_d's OoD term (Table 4.5 "L_d on D_ood")
     distance: str = "euclidean"  # euclidean (Eq. 4.1) | squared
-    reduction: str = "sum"  # sum (Eq. 4.2) | mean (authors' code: means over the B x C and B x K matrices)
-    in_scale: str = "one"  # one | classes_over_k (authors' code: pull term times |C|/K)
-    scope: str = "image"  # image (top-tau% per image) | batch (authors' code: over the batch's whole matrix)
+    reduction: str = _DEFAULT_LOSS["reduction"]  # sum (Eq. 4.2) | mean (code: means over the B x C and B x K matrices)
+    in_scale: str = _DEFAULT_LOSS["in_scale"]  # one (text) | classes_over_k (code: pull term times |C|/K)
+    scope: str = _DEFAULT_LOSS["scope"]  # image (text: top-tau% per image) | batch (code: over the batch's whole matrix)
     features: str = "raw"  # raw z (text and code) | unit: z / ||z|| for L_d and the centres (bounded distances)
 
-    def validate(self) -> "WoodLossConfig":
+    def validate(self) -> WoodLossConfig:
         """Raise WeaksegError on a value outside its range; return self."""
         checks = [(self.lam >= 0, "lambda must be >= 0"), (0 < self.tau <= 1, "tau must be in (0, 1]"),
                   (self.k_max >= 1, "K must be >= 1"), (self.ood_weight >= 0, "the OoD loss weight must be >= 0"),
@@ -55,9 +84,21 @@ class WoodLossConfig:
         return self
 
     @classmethod
-    def code(cls, **overrides: object) -> "WoodLossConfig":
+    def variant(cls, name: str, **overrides: Any) -> WoodLossConfig:
+        """The loss of variant `name` ("code" or "text", VARIANT_LOSS) with `overrides` on top."""
+        if name not in VARIANT_LOSS:
+            raise WeaksegError(f"W-OoD: unknown variant {name!r}; choose from {', '.join(WOOD_VARIANTS)}")
+        return replace(cls(), **{**VARIANT_LOSS[name], **overrides})
+
+    @classmethod
+    def code(cls, **overrides: Any) -> WoodLossConfig:
         """The authors' code's choices (OoD weight 0.25, mean reduction, |C|/K pull scale, batch-wide top-tau)."""
-        return replace(cls(ood_weight=0.25, reduction="mean", in_scale="classes_over_k", scope="batch"), **overrides)
+        return cls.variant("code", **overrides)
+
+    @classmethod
+    def text(cls, **overrides: Any) -> WoodLossConfig:
+        """The dissertation's text (OoD weight 1, sums over classes and clusters, top-tau per image)."""
+        return cls.variant("text", **overrides)
 
     def to_dict(self) -> dict:
         """Plain-dict form for run records; `features` appears only when not raw (records made before it existed
