@@ -15,7 +15,10 @@ from weakseg.engine import TrainConfig
 from weakseg.export import ExportError, ExportOptions, export_model
 from weakseg.export.graphs import SegmenterGraph
 from weakseg.export.onnx_export import check_parity
+from weakseg.models.segmenter_infer import InferenceConfig, segment
 from weakseg.models.segmenter_io import load_segmenter
+from weakseg.data.voc import VOCDataset
+from tests.metric_reference import confusion_by_hand, reference_scores
 
 CPU = torch.device("cpu")
 
@@ -36,9 +39,19 @@ def exported(tiny_synth, tmp_path_factory):
     return summary, root
 
 
-def test_train_evaluate_export_writes_a_triton_entry(exported):
+def test_train_evaluate_export_writes_a_triton_entry(exported, tiny_synth):
     summary, root = exported
-    assert summary["epochs"] == 2 and 0 <= summary["eval"]["miou"] <= 1
+    assert summary["epochs"] == 2
+    # the reported evaluation, recounted by hand: the saved model's masks on every val image against its mask
+    model, classes = load_segmenter(root / "run")
+    val = VOCDataset(tiny_synth, "val")
+    pairs = [(val.mask(i), segment(model, val.image(i), CPU, InferenceConfig())) for i in val.ids]
+    by_hand = reference_scores(confusion_by_hand(pairs, len(classes) + 1))
+    assert summary["eval"]["images"] == len(val.ids) == 12
+    assert summary["eval"]["miou"] == pytest.approx(by_hand["miou"], abs=1e-12)
+    assert summary["eval"]["pixel_acc"] == pytest.approx(by_hand["pixel_acc"], abs=1e-12)
+    np.testing.assert_allclose([np.nan if v is None else v for v in summary["eval"]["per_class"].values()],
+                               by_hand["per_class"], atol=1e-12)
     entry = root / "repo" / "seg"
     assert (entry / "1" / "model.onnx").is_file() and (entry / "config.pbtxt").is_file()
     labels = (entry / "labels.txt").read_text().splitlines()

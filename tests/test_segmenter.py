@@ -177,8 +177,26 @@ def test_cli_eval_states_the_ratio_and_predict_writes_masks(gt_run, pseudo_folde
                  "--limit", "4", "--quiet", "--device", "cpu"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     result = json.loads(lines[-1])
-    assert {"miou", "pixel_acc", "per_class"} <= set(result) and result["images"] == 4
+    assert result["images"] == 4 and result["split"] == "val"
     assert lines[-2] == result["ratio"]["sentence"] and lines[-2].endswith("% of full supervision at 8.3% of its label cost")
+    # recounted by hand: both models' masks on the first 4 val images (the CLI's default split) against their masks
+    from weakseg.data.voc import VOCDataset
+    from weakseg.models.segmenter_infer import InferenceConfig, segment
+    from tests.metric_reference import confusion_by_hand, reference_scores
+
+    val = VOCDataset(tiny_synth, "val")
+    scores = {}
+    for name, run in (("weak", weak), ("full", gt_run)):
+        model, classes = load_segmenter(run)
+        pairs = [(val.mask(i), segment(model, val.image(i), CPU, InferenceConfig())) for i in val.ids[:4]]
+        scores[name] = reference_scores(confusion_by_hand(pairs, len(classes) + 1))
+    assert result["miou"] == pytest.approx(scores["weak"]["miou"], abs=1e-12)
+    assert result["pixel_acc"] == pytest.approx(scores["weak"]["pixel_acc"], abs=1e-12)
+    np.testing.assert_allclose([np.nan if v is None else v for v in result["per_class"].values()],
+                               scores["weak"]["per_class"], atol=1e-12)
+    assert result["ratio"]["full_miou"] == pytest.approx(scores["full"]["miou"], abs=1e-12)
+    assert result["ratio"]["performance_ratio"] == pytest.approx(scores["weak"]["miou"] / scores["full"]["miou"])
+    assert lines[-2].startswith(f"{100 * scores['weak']['miou'] / scores['full']['miou']:.1f}% of full supervision")
 
     images = tmp_path / "images"
     images.mkdir()
