@@ -11,7 +11,6 @@ runs the same per-image step (`process_image`) on a pool of Ray actors.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import time
@@ -26,6 +25,7 @@ from tqdm import tqdm
 
 from batch.store import ArrowStore, LocalStore, open_store
 from weakseg.attribution.base import AttributionMethod, MultiScale
+from weakseg.attribution.keys import stable_hash
 from weakseg.data.classes import voc_palette
 from weakseg.data.voc import VOCDataset
 from weakseg.errors import WeaksegError
@@ -69,11 +69,6 @@ class ImageOutcome:
         """The failures.jsonl line for a failed image."""
         return {"id": self.id, "error": self.error, "attempts": self.attempts, "worker": self.worker,
                 "traceback": self.traceback}
-
-
-def is_done(out: Path | str | LocalStore | ArrowStore, image_id: str) -> bool:
-    """Whether an image's outputs are complete."""
-    return open_store(out).exists(f"labels/{image_id}.png")
 
 
 def done_ids(out: Path | str | LocalStore | ArrowStore) -> set[str]:
@@ -133,7 +128,7 @@ def write_result(out: Path | str | LocalStore | ArrowStore, image_id: str, resul
 
 def image_seed(image_id: str) -> int:
     """A seed that depends only on the image id (same on every worker, in every run)."""
-    return int.from_bytes(hashlib.sha256(image_id.encode()).digest()[:8], "little") & (2**63 - 1)
+    return stable_hash(image_id) & (2**63 - 1)  # torch.manual_seed takes a non-negative int64
 
 
 def process_image(job: PseudoJob, dataset: VOCDataset, model: torch.nn.Module, device: torch.device,

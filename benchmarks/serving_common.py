@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ sys.path.insert(0, str(ROOT))
 from serving.api import segmentation_pb2 as pb  # noqa: E402
 from serving.client import ClientOptions, wait_until_serving  # noqa: E402
 from serving.client import channel as client_channel  # noqa: E402
+from serving.ports import free_port  # noqa: E402
 
 
 def default_repository(work: Path, size: int, classes: int = 8) -> Path:
@@ -39,13 +39,6 @@ def default_repository(work: Path, size: int, classes: int = 8) -> Path:
     save_segmenter(work / "seg.safetensors", model, [f"class{i}" for i in range(1, classes + 1)])
     export_model(work / "seg.safetensors", repo, "seg", ExportOptions(input_size=size, serving=ServingOptions(instance_kind="cpu")))
     return repo
-
-
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ServerProcess:

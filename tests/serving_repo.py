@@ -3,7 +3,6 @@ non-trivial BatchNorm statistics) exported by `weakseg.export`, and helpers to s
 
 from __future__ import annotations
 
-import socket
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -64,13 +63,6 @@ def serving_repo(tmp_path_factory) -> Path:
     """The exported repository (segmenter 'seg', classifier 'cam'), built once per test session."""
     torch.set_num_threads(2)
     return build_repository(tmp_path_factory.mktemp("serving"))
-
-
-def free_port() -> int:
-    """A TCP port on loopback that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def raw_image(array: np.ndarray):

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from serving.client import wait_until_serving
-from tests.serving_repo import free_port
+from serving.ports import free_port
 
 WEAKSEG = [sys.executable, "-m", "cli.main"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

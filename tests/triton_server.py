@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from serving.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TRITON_VENV = ROOT / ".venv-triton"
@@ -37,13 +38,6 @@ def triton_paths(venv: Path = TRITON_VENV) -> dict:
     if not Path(paths["tritonserver"]).is_file():
         pytest.fail(f"{paths['tritonserver']} is missing; rerun `bash scripts/setup_triton.sh`", pytrace=False)
     return paths
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class TritonServer:

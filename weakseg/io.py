@@ -1,4 +1,4 @@
-"""Atomic file writes and image decoding shared by every tier.
+"""Atomic file writes, image decoding, file digests and JSON numbers shared by every tier.
 
 Every output file is written to a temporary name in the destination folder and renamed into place,
 so a crash never leaves a partial file under the final name.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -20,6 +21,20 @@ import numpy as np
 from PIL import Image
 
 from weakseg.errors import DataError
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def json_float(x: float | None) -> float | None:
+    """A float for JSON: nan (and None) become None, numpy scalars plain floats."""
+    return None if x is None or np.isnan(x) else float(x)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

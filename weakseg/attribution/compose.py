@@ -38,7 +38,7 @@ class WeightAdapter(Protocol):
 class Adapted(AttributionMethod):
     """`inner`'s maps on the adapter's weights: summed over all adapted models (every) or on the last (last)."""
 
-    adapter: Any
+    adapter: WeightAdapter
     inner: AttributionMethod
     at: str = "every"
 

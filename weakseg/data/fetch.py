@@ -32,7 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from weakseg.errors import DataError
-from weakseg.io import atomic_write_text
+from weakseg.io import atomic_write_text, sha256_file
 
 CHUNK = 1 << 20
 
@@ -84,15 +84,6 @@ DATASETS: dict[str, tuple[ArchiveSpec, ...]] = {
 def _say(message: str) -> None:
     """Progress/status line on stderr."""
     print(message, file=sys.stderr, flush=True)
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _normalise_sha(sha256: str | None) -> str | None:

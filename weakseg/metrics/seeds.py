@@ -19,7 +19,7 @@ import numpy as np
 
 from weakseg.data.classes import IGNORE_INDEX
 from weakseg.errors import DataError
-from weakseg.io import read_label_png
+from weakseg.io import json_float, read_label_png
 from weakseg.metrics.confusion import (
     ConfusionAccumulator,
     iou_per_class,
@@ -31,11 +31,6 @@ from weakseg.refine.seed_label import check_maps, threshold_seed
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(20))  # 0.00 .. 0.95
 AVERAGING_NOTE = "precision/recall/F1 are per-class values averaged over foreground classes"
-
-
-def _json_float(x: float) -> float | None:
-    """A float for JSON: nan becomes None."""
-    return None if x is None or np.isnan(x) else float(x)
 
 
 def _class_names(class_names: Sequence[str]) -> list[str]:
@@ -67,14 +62,14 @@ class SeedReport:
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict (nan -> null): miou, threshold, precision, recall, f1, per_class, averaging, curve."""
         return {
-            "miou": _json_float(self.miou),
+            "miou": json_float(self.miou),
             "threshold": float(self.threshold),
-            "precision": _json_float(self.precision),
-            "recall": _json_float(self.recall),
-            "f1": _json_float(self.f1),
-            "per_class": {k: _json_float(v) for k, v in self.per_class.items()},
+            "precision": json_float(self.precision),
+            "recall": json_float(self.recall),
+            "f1": json_float(self.f1),
+            "per_class": {k: json_float(v) for k, v in self.per_class.items()},
             "averaging": AVERAGING_NOTE,
-            "curve": [[float(t), _json_float(m)] for t, m in self.curve],
+            "curve": [[float(t), json_float(m)] for t, m in self.curve],
         }
 
 
@@ -201,14 +196,14 @@ class LabelReport:
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict (nan -> null) of every field but the confusion matrix."""
         return {
-            "miou": _json_float(self.miou),
-            "precision": _json_float(self.precision),
-            "recall": _json_float(self.recall),
-            "f1": _json_float(self.f1),
-            "per_class": {k: _json_float(v) for k, v in self.per_class.items()},
+            "miou": json_float(self.miou),
+            "precision": json_float(self.precision),
+            "recall": json_float(self.recall),
+            "f1": json_float(self.f1),
+            "per_class": {k: json_float(v) for k, v in self.per_class.items()},
             "averaging": AVERAGING_NOTE,
-            "pixel_accuracy": _json_float(self.pixel_accuracy),
-            "ignored_fraction": _json_float(self.ignored_fraction),
+            "pixel_accuracy": json_float(self.pixel_accuracy),
+            "ignored_fraction": json_float(self.ignored_fraction),
             "num_images": self.num_images,
         }
 

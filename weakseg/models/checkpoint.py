@@ -7,7 +7,6 @@ and `resume.pt` (optimizer and progress, read with torch.load(weights_only=True)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -18,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save as st_save, safe_open
 
 from weakseg.errors import CheckpointError
-from weakseg.io import atomic_write_bytes
+from weakseg.io import atomic_write_bytes, sha256_file
 
 WEIGHTS_NAME = "model.safetensors"
 RESUME_NAME = "resume.pt"
@@ -73,12 +72,8 @@ def load_weights(path: str | os.PathLike, model: torch.nn.Module) -> None:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file (the model checksum recorded in manifests)."""
-    h = hashlib.sha256()
-    with open(resolve_weights(path), "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """Hex sha256 of a weights file or run folder's weights (the model checksum recorded in manifests)."""
+    return sha256_file(resolve_weights(path))
 
 
 def save_resume(path: str | os.PathLike, state: dict[str, Any]) -> None:

@@ -12,13 +12,9 @@ from tqdm import tqdm
 
 from weakseg.data.voc import VOCDataset
 from weakseg.errors import DataError
+from weakseg.io import json_float
 from weakseg.metrics.confusion import ConfusionAccumulator, iou_per_class, miou, pixel_accuracy
 from weakseg.models.segmenter_infer import InferenceConfig, segment
-
-
-def _json_float(x: float) -> float | None:
-    """nan -> None for JSON."""
-    return None if np.isnan(x) else float(x)
 
 
 @dataclass
@@ -33,8 +29,8 @@ class SegmenterEvaluation:
 
     def to_json(self) -> dict[str, Any]:
         """{"miou", "pixel_acc", "per_class", "images"} with nan as null."""
-        return {"miou": _json_float(self.miou), "pixel_acc": _json_float(self.pixel_acc),
-                "per_class": {k: _json_float(v) for k, v in self.per_class.items()}, "images": self.images}
+        return {"miou": json_float(self.miou), "pixel_acc": json_float(self.pixel_acc),
+                "per_class": {k: json_float(v) for k, v in self.per_class.items()}, "images": self.images}
 
 
 def evaluate_segmenter(model: nn.Module, dataset: VOCDataset, device: torch.device,

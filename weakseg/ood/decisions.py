@@ -8,7 +8,6 @@ rejected images; obtaining n hard OoD images takes n / (1 - r) checks, each coun
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -16,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from weakseg.errors import DataError, WeaksegError
-from weakseg.io import atomic_write_json
+from weakseg.io import atomic_write_json, sha256_file
 from weakseg.label_cost import REVIEW_SECONDS_PER_IMAGE
 from weakseg.ood.mining import CANDIDATES_NAME, Candidate, read_mining
 from weakseg.ood.pool import find_image, read_path_list
@@ -73,7 +72,7 @@ class ReviewSummary:
 
 
 def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return sha256_file(path)
 
 
 class ReviewLog:
