@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -18,6 +19,30 @@ from weakseg.ood.pool import read_truth
 
 def _last_json(out: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
+
+
+def assert_centres_by_hand(centres: dict, init_run, data, ood_files: list[str]) -> None:
+    """Epoch-0 centres recomputed from the initial network: p_c = mean GAP feature of the whole train images tagged
+    c (Eq. 4.1's class centres); the K = min(50, #OoD) OoD centres are a K-means fixed point of the OoD features."""
+    from PIL import Image
+
+    from weakseg.data.voc import VOCDataset
+
+    model = load_classifier(init_run)[0].eval()
+    as_tensor = lambda a: torch.from_numpy(np.asarray(a, np.uint8).copy()).permute(2, 0, 1).float() / 255.0  # noqa: E731
+    gap = lambda x: model.features(x[None]).mean(dim=(2, 3))[0]  # noqa: E731
+    ds = VOCDataset(data, "train")
+    with torch.no_grad():
+        z = {i: gap(as_tensor(ds.image(i))) for i in ds.ids}
+        z_ood = torch.stack([gap(as_tensor(Image.open(p).convert("RGB"))) for p in ood_files])
+    want = torch.stack([torch.stack([z[i] for i in ds.ids if c in ds.label_ids(i)]).mean(0)
+                        for c in range(1, len(ds.classes) + 1)])
+    torch.testing.assert_close(centres["in_centres"].float(), want, atol=1e-4, rtol=1e-4)
+    ood = centres["ood_centres"].float()
+    assert ood.shape == (min(50, len(ood_files)), want.shape[1])
+    nearest = torch.cdist(z_ood, ood).argmin(1)
+    for k in nearest.unique():
+        torch.testing.assert_close(ood[k], z_ood[nearest == k].mean(0), atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.slow
@@ -56,7 +81,9 @@ def test_mine_review_train_and_pseudo(tiny_synth, tiny_classifier, tmp_path, cap
     # the default is the authors' code: means, OoD weight 0.25, one anti-adversarial step, centres once
     assert record["wood"]["loss"]["reduction"] == "mean" and record["wood"]["loss"]["ood_weight"] == 0.25
     assert record["wood"]["adv_steps"] == 1 and record["wood"]["centre_every"] == 0
-    assert torch.load(run / CENTRES_NAME, weights_only=True)["epoch"] == 0
+    centres = torch.load(run / CENTRES_NAME, weights_only=True)
+    assert centres["epoch"] == 0
+    assert_centres_by_hand(centres, tiny_classifier, tiny_synth, record["wood"]["ood_images"])
     model, classes = load_classifier(run)
     assert classes == load_classifier(tiny_classifier)[1]
     assert main(train) == 0 and _last_json(capsys.readouterr().out)["resumed_from_epoch"] == 2  # finished: nothing to redo

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from weakseg.errors import WeaksegError
-from weakseg.ood.losses import (WoodLossConfig, classification_loss, cluster_distances, distance_loss, num_clusters,
+from weakseg.ood.losses import (WoodLossConfig, classification_loss, distance_loss, num_clusters,
                                 top_tau_count, top_tau_mask, wood_loss)
 
 
@@ -44,13 +44,17 @@ def test_distance_loss_equals_the_formula_on_hand_made_features():
 def test_code_variant_reduces_by_means_and_scales_the_pull_term():
     z, y, p_in, p_ood = _hand_made()
     cfg = WoodLossConfig.code(tau=0.4)
-    loss, _ = distance_loss(z, y, p_in, p_ood, cfg)
-    d_in = cluster_distances(z, p_in) * y
-    d_ood = cluster_distances(z, p_ood)
-    flat = d_ood.flatten()
-    keep = flat <= torch.sort(flat).values[top_tau_count(flat.numel(), 0.4) - 1]  # 4 smallest of the 10 entries
-    expected = d_in.mean() * (3 / 5) - (flat * keep).sum() / flat.numel()
-    assert float(loss) == pytest.approx(float(expected), abs=1e-9)
+    loss, parts = distance_loss(z, y, p_in, p_ood, cfg)
+    # by hand: pull = mean over the 2 x 3 matrix of y * d (5, 0, 1 / 0, 4, 0) times |C|/K = 3/5;
+    # push = the 4 smallest (40% of the batch's 2 x 5 entries) over 10: image 0 has 1, 2, 3; image 1 sqrt(13)
+    d_ood = [[1.0, 2.0, 10.0, 3.0, 10.0], [math.sqrt(20), math.sqrt(13), 5.0, math.sqrt(52), math.sqrt(65)]]
+    assert all(_euclid(z[b], p_ood[k]) == pytest.approx(d_ood[b][k]) for b in range(2) for k in range(5))
+    pull = (5 + 1 + 4) / 6 * (3 / 5)
+    push = (1 + 2 + 3 + math.sqrt(13)) / 10
+    assert parts["pull"] == pytest.approx(pull, abs=1e-12) and parts["push"] == pytest.approx(push, abs=1e-12)
+    assert float(loss) == pytest.approx(pull - push, abs=1e-12)
+    squared, _ = distance_loss(z, y, p_in, p_ood, WoodLossConfig.code(tau=0.4, distance="squared"))
+    assert float(squared) == pytest.approx((25 + 1 + 16) / 6 * (3 / 5) - (1 + 4 + 9 + 13) / 10, abs=1e-12)
 
 
 def test_raw_sums_fall_without_bound_when_z_is_scaled_and_unit_features_do_not():
@@ -67,8 +71,12 @@ def test_raw_sums_fall_without_bound_when_z_is_scaled_and_unit_features_do_not()
     scaled = [float(distance_loss(s * z, y, u_in, u_ood, unit)[0]) for s in (1.0, 10.0, 1000.0)]
     assert scaled == pytest.approx([scaled[0]] * 3, abs=1e-9) and -3 * 2 <= scaled[0] <= 2
     loss, _ = distance_loss(z, y, u_in, u_ood, unit)
-    expected = distance_loss(F.normalize(z, dim=1), y, u_in, u_ood, raw)[0]  # unit = raw L_d of z / ||z||
-    assert float(loss) == pytest.approx(float(expected), abs=1e-12)
+    expected = []  # by hand: the text's L_d of z / ||z|| against the unit centres, top 60% of 5 = 3 clusters per image
+    for b in range(2):
+        zb = z[b] / math.hypot(*z[b].tolist())
+        pull = sum(_euclid(zb, u_in[c]) for c in range(3) if y[b, c] == 1)
+        expected.append(pull - sum(sorted(_euclid(zb, p) for p in u_ood)[:3]))
+    assert float(loss) == pytest.approx(sum(expected) / 2, abs=1e-12)
 
 
 def test_features_option_is_validated_and_kept_out_of_old_records():
@@ -120,7 +128,15 @@ def test_total_loss_adds_lambda_times_l_d_and_gradients_reach_the_features():
     logits = torch.zeros(2, 3, dtype=torch.float64)
     cfg = WoodLossConfig.text(lam=0.5, tau=0.4)
     loss, parts = wood_loss(logits, z, y, None, p_in, p_ood, cfg)
-    assert float(loss.detach()) == pytest.approx(parts["cls_in"] + 0.5 * parts["l_d"], abs=1e-9)
+    # by hand: BCE at logit 0 is log 2 for every entry; L_d as in the first test: (3 + 4 - sqrt(13) - sqrt(20)) / 2
+    l_d = (3 + 4 - math.sqrt(13) - math.sqrt(20)) / 2
+    assert parts["cls_in"] == pytest.approx(math.log(2), abs=1e-12) and parts["l_d"] == pytest.approx(l_d, abs=1e-12)
+    assert float(loss.detach()) == pytest.approx(math.log(2) + 0.5 * l_d, abs=1e-12)
+    logits_ood = torch.tensor([[2.0, -1.0, 0.5]], dtype=torch.float64)
+    with_ood, parts = wood_loss(logits, z, y, logits_ood, p_in, p_ood, cfg)
+    bce0 = sum(math.log1p(math.exp(v)) for v in (2.0, -1.0, 0.5)) / 3  # -log(1 - sigmoid(v)), mean over classes
+    assert parts["cls_ood"] == pytest.approx(bce0, abs=1e-12)
+    assert float(with_ood.detach()) == pytest.approx(math.log(2) + 1.0 * bce0 + 0.5 * l_d, abs=1e-12)  # text: weight 1
     loss.backward()
     assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
     off = wood_loss(logits, z, y, None, None, None, WoodLossConfig(pull=False, push=False))[1]
