@@ -1,14 +1,15 @@
 """The attribution interface every method implements, and its multi-scale / flip aggregation.
 
 A method computes non-negative raw maps for a batch at one scale (`scale_maps`); `compute_maps` runs it
-over scales and horizontal flips, resizes to the image, sums, and normalises each class map by its
+over scales and horizontal flips (through `multiscale_maps`, which a method sharing work across the scales
+of one image overrides), resizes to the image, sums, and normalises each class map by its
 maximum, returning maps in [0, 1] (Eq. 2.1 normalisation; the ReLU makes it well defined).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -33,6 +34,15 @@ class AttributionMethod(ABC):
     @abstractmethod
     def scale_maps(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
         """Raw non-negative maps [N, K, h, w] for a batch x [N,3,h_in,w_in] and K class indices (0-based)."""
+
+    def multiscale_maps(self, model: CAMModel, batches: Sequence[torch.Tensor], classes: torch.Tensor, *,
+                        image_keys: Sequence[str]) -> Iterator[torch.Tensor]:
+        """scale_maps of one image's batches at every scale (compute_maps' order), yielded one scale at a time.
+
+        A method whose work is shared by the scales of an image (RIB adapts the weights once) overrides this.
+        """
+        for x, key in zip(batches, image_keys, strict=True):
+            yield self.scale_maps(model, x, classes, image_key=key)
 
     def check_model(self, model: object) -> CAMModel:
         """The model when it implements the contract the method relies on (CAMModel); a clear TypeError otherwise."""
@@ -61,12 +71,13 @@ def compute_maps(method: AttributionMethod, model: CAMModel, image: torch.Tensor
     total = torch.zeros((len(cls), H, W), device=image.device, dtype=torch.float32)
     if len(cls) == 0:
         return total
+    batches = []
     for s in multiscale.scales:
         size = (max(1, round(H * s)), max(1, round(W * s)))
         x = _resize(image[None], size) if size != (H, W) else image[None]
-        if multiscale.flip:
-            x = torch.cat([x, x.flip(-1)], dim=0)
-        raw = method.scale_maps(model, x, cls, image_key=f"{image_key}@{s}")
+        batches.append(torch.cat([x, x.flip(-1)], dim=0) if multiscale.flip else x)
+    keys = [f"{image_key}@{s}" for s in multiscale.scales]
+    for raw in method.multiscale_maps(model, batches, cls, image_keys=keys):
         if multiscale.flip:
             raw = raw[:1] + raw[1:].flip(-1)
         total += _resize(raw.float(), (H, W))[0]

@@ -3,8 +3,10 @@
 `Adapted(adapter, inner, at)` computes `inner`'s maps with the weights the adapter produces for the image:
 summed over every adapted model (at="every", RIB's own rule with inner = CAM) or with the last one only
 (at="last": the RIB-adapted weights, then e.g. AdvCAM climbing on them). No loop is copied: the adapter's
-adaptation and the inner method's scale_maps are called as they are. A classifier trained differently (e.g.
-W-OoD) composes by being the `model` argument.
+adaptation and the inner method's scale_maps are called as they are. The adaptation runs once per image, on
+the first scale's batch, and each adapted model serves every scale before the next one exists (the adapter
+updates one copy in place), so memory holds one extra model whatever the number of steps. A classifier
+trained differently (e.g. W-OoD) composes by being the `model` argument.
 
 `composed_method` turns an (adapter class, inner class) pair into one flat frozen dataclass whose fields are
 the two classes' fields prefixed with their names, so the CLI exposes every hyper-parameter of both
@@ -14,6 +16,7 @@ the two classes' fields prefixed with their names, so the CLI exposes every hype
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -26,9 +29,10 @@ from weakseg.models.contract import CAMModel
 class WeightAdapter(Protocol):
     """Something that adapts a model to one image (RIB)."""
 
-    def adapted_models(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "",
-                       keep: str = "all") -> list[CAMModel]:
-        """theta_0..theta_K for the image (keep="last": [theta_K])."""
+    def adaptation(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "",
+                   keep: str = "all") -> Iterator[CAMModel]:
+        """theta_0..theta_K for the image one at a time (keep="last": theta_K only); theta_k may be updated in
+        place into theta_{k+1} once the next one is asked for."""
 
     def config(self) -> dict:
         """The adapter's configuration."""
@@ -53,13 +57,22 @@ class Adapted(AttributionMethod):
         return {"method": self.name, "adapter": self.adapter.config(), "inner": self.inner.config(), "at": self.at}
 
     def scale_maps(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
-        """sum over the selected adapted models of inner.scale_maps: [N, K, h, w]."""
-        models = self.adapter.adapted_models(model, x, classes, image_key=image_key, keep=self.at if self.at == "last" else "all")
-        total = None
-        for m in models:
-            maps = self.inner.scale_maps(m, x, classes, image_key=image_key)
-            total = maps if total is None else total + maps
-        return total
+        """sum over the selected adapted models of inner.scale_maps: [N, K, h, w] (adapting on x itself)."""
+        return next(iter(self.multiscale_maps(model, [x], classes, image_keys=[image_key])))
+
+    def multiscale_maps(self, model: CAMModel, batches: Sequence[torch.Tensor], classes: torch.Tensor, *,
+                        image_keys: Sequence[str]) -> Iterator[torch.Tensor]:
+        """Per scale, the sum over the selected adapted models of inner.scale_maps, from one adaptation on batches[0]."""
+        totals: list[torch.Tensor | None] = [None] * len(batches)
+        keep = "last" if self.at == "last" else "all"
+        for m in self.adapter.adaptation(model, batches[0], classes, image_key=image_keys[0], keep=keep):
+            for i, (x, key) in enumerate(zip(batches, image_keys, strict=True)):  # every scale before m is updated in place
+                maps, before = self.inner.scale_maps(m, x, classes, image_key=key), totals[i]
+                totals[i] = maps if before is None else before + maps
+        for total in totals:
+            if total is None:
+                raise RuntimeError(f"{type(self.adapter).__name__}.adaptation yielded no model")
+            yield total
 
 
 class ComposedMethod(AttributionMethod):
@@ -83,6 +96,11 @@ class ComposedMethod(AttributionMethod):
     def scale_maps(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
         """The composition's maps (see Adapted)."""
         return self.parts.scale_maps(model, x, classes, image_key=image_key)
+
+    def multiscale_maps(self, model: CAMModel, batches: Sequence[torch.Tensor], classes: torch.Tensor, *,
+                        image_keys: Sequence[str]) -> Iterator[torch.Tensor]:
+        """The composition's maps at every scale of one image, from one adaptation (see Adapted)."""
+        return self.parts.multiscale_maps(model, batches, classes, image_keys=image_keys)
 
     def config(self) -> dict:
         """The flat configuration, without the inner execution settings (e.g. AdvCAM's max_batch)."""

@@ -4,14 +4,17 @@ theta_k = theta_{k-1} - lr * grad L_RIB,  L_RIB = -sum_c t_c min(m, y^c)  (no fi
 of the image (with its flip) plus B-1 random other training images, the logits y pooled by GNDRP (or GAP). The
 map is sum_{k=0..K} CAM(x; theta_k).
 
-- The caller's model is never touched: theta_1..theta_K live in deep copies (eval mode, so BatchNorm uses its
-  running statistics and the image's rows never interact with the companions').
+- The caller's model is never touched: theta_1..theta_K are one deep copy updated in place (eval mode, so
+  BatchNorm uses its running statistics and the image's rows never interact with the companions').
 - The companions come from a training split (`data`, `split`, `labels`): they are drawn, and augmented as in
   classifier training (random scale, flip, crop), by a generator seeded with (seed, image id), so any worker
   computes the same map for an image. The image id is image_key without compute_maps' '@<scale>' suffix.
-- compute_maps asks for one scale at a time; the adaptation is run once per image, on the first scale asked
-  for (1.0 by default), and its weights are reused for the other scales of the same compute_maps call (a
-  per-thread cache of the K adapted models, freed when the next image arrives).
+- The adaptation runs once per image, on the first scale of compute_maps (1.0 by default), and serves every
+  scale (`multiscale_maps`): after each step the CAMs of all scales are taken from the copy before it is
+  updated again, so one image costs one extra model (not K+1) and nothing outlives its compute_maps call.
+  (scale_maps called on its own adapts on the batch it is given.)
+- Decoded companion images are cached per pool up to COMPANION_CACHE_BYTES (least recently used evicted),
+  and at most MAX_POOLS pools (dataset splits) are kept per process.
 - The plain SGD step of the text is the default. The authors' code differs, offered as options: margin as an
   early stop on the summed target logits (margin_mode=stop), companions sharing no class with the image
   (disjoint), a 10x head learning rate (head_lr_mult=10), and GNDRP as a masked mean of the raw CAM over all
@@ -23,7 +26,8 @@ from __future__ import annotations
 
 import copy
 import threading
-import weakref
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +39,7 @@ from weakseg.attribution.base import AttributionMethod
 from weakseg.attribution.cam import CAM
 from weakseg.attribution.compose import Adapted
 from weakseg.attribution.gndrp import gap, gndrp
-from weakseg.attribution.keys import image_id_of, scale_of, stable_hash
+from weakseg.attribution.keys import image_id_of, stable_hash
 from weakseg.errors import DataError, WeaksegError
 from weakseg.models.contract import CAMModel
 
@@ -78,35 +82,39 @@ class RIB(AttributionMethod):
         if not 0 < self.scale_min <= self.scale_max:
             raise ValueError(f"need 0 < scale_min <= scale_max, got {self.scale_min}, {self.scale_max}")
 
-    def adapted_models(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "",
-                       keep: str = "all") -> list[CAMModel]:
-        """theta_0..theta_K for this image (theta_0 is `model` itself); keep="last" returns [theta_K] only.
+    def adaptation(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "",
+                   keep: str = "all") -> Iterator[CAMModel]:
+        """theta_0..theta_K for this image, one at a time (theta_0 is `model` itself); keep="last": theta_K only.
 
-        Within one compute_maps call the adaptation runs once (see the module docstring).
+        theta_1..theta_K are ONE copy of the model updated in place: each is valid until the next is asked for
+        (use it, or copy it, first). The K iterations run on x [N,3,h,w] (the image and its flip) for the 0-based
+        classes; the caller's model is never modified.
         """
-        return cached_adaptation(self, model, x, classes, image_key, keep,
-                                 lambda: self.adapt(model, x, classes, image_key=image_key, keep=keep))
-
-    def adapt(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "",
-              keep: str = "all") -> list[CAMModel]:
-        """Run the K adaptation iterations on x [N,3,h,w] (the image and its flip) for the 0-based classes."""
+        if keep not in ("all", "last"):
+            raise ValueError(f"keep must be all or last, got {keep!r}")
         pool = companion_pool(self.data, self.split, self.labels)
         image_id = image_id_of(image_key)
         rng = np.random.default_rng([self.seed, stable_hash(image_id)])
         candidates = pool.candidates(image_id, classes.tolist() if self.disjoint else None)
-        work = copy.deepcopy(model).eval().requires_grad_(True)
+        if keep == "all":
+            yield model
+        if self.steps == 0:
+            if keep == "last":
+                yield model
+            return
+        work = copy.deepcopy(model).eval().requires_grad_(False)
         params = [p for p in work.parameters()]
         head_ids = {id(p) for p in getattr(work, "classifier", nn.Identity()).parameters()}
         rates = [self.lr * (self.head_lr_mult if id(p) in head_ids else 1.0) for p in params]
         target = torch.zeros((len(x), _num_classes(work, x)), device=x.device, dtype=x.dtype)
         target[:, classes.to(x.device)] = 1.0
-        models: list[CAMModel] = [model]
         for _ in range(self.steps):
             picks = rng.choice(len(candidates), size=self.batch - 1, replace=len(candidates) < self.batch - 1)
             images, labels = pool.batch([str(candidates[i]) for i in picks], rng, self.crop,
                                         (self.scale_min, self.scale_max), x.device, x.dtype)
             if labels.shape[1] != target.shape[1]:
                 raise DataError(f"{self.data}: has {labels.shape[1]} classes but the model has {target.shape[1]} (--rib-data)")
+            work.requires_grad_(True)
             with torch.inference_mode(False), torch.enable_grad():
                 own = self.pooled_logits(work, x)
                 if self.margin_mode == "stop" and float((own.detach() * target).sum()) > self.margin:
@@ -115,15 +123,24 @@ class RIB(AttributionMethod):
                 if len(images):
                     loss = loss + rib_loss(self.pooled_logits(work, images), labels, self.margin, self.margin_mode)
                 grads = torch.autograd.grad(loss, params, allow_unused=True)
+            del own, loss, images, labels
             with torch.no_grad():
-                for p, g, rate in zip(params, grads, rates):
+                for p, g, rate in zip(params, grads, rates, strict=True):
                     if g is not None:
                         p.sub_(rate * g)
+            del grads
+            work.requires_grad_(False)
             if keep == "all":
-                models.append(copy.deepcopy(work).requires_grad_(False))
+                yield work
+        work.requires_grad_(False)
         if keep == "last":
-            return [work.requires_grad_(False)] if self.steps else [model]
-        return models
+            yield work
+
+    def adapt(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "",
+              keep: str = "all") -> list[CAMModel]:
+        """theta_0..theta_K as separate models (a copy per step; keep="last": [theta_K]): for inspection, since
+        the maps are computed from `adaptation`'s single copy."""
+        return [m if m is model else copy.deepcopy(m) for m in self.adaptation(model, x, classes, image_key=image_key, keep=keep)]
 
     def pooled_logits(self, model: CAMModel, x: torch.Tensor) -> torch.Tensor:
         """Logits [N,C] of a batch with this method's pooling (GAP or GNDRP) of the raw class maps."""
@@ -132,14 +149,21 @@ class RIB(AttributionMethod):
 
     def trajectory_maps(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
         """ReLU'd raw CAMs of every adapted model: [K+1, N, K_classes, h, w] (the K curve's partial sums)."""
-        models = self.adapted_models(model, x, classes, image_key=image_key)
-        return torch.stack([CAM().scale_maps(m, x, classes, image_key=image_key) for m in models])
+        return torch.stack([CAM().scale_maps(m, x, classes, image_key=image_key)
+                            for m in self.adaptation(model, x, classes, image_key=image_key)])
 
     def scale_maps(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
-        """sum_k CAM(x; theta_k): [N, K, h, w]."""
+        """sum_k CAM(x; theta_k): [N, K, h, w], adapting on x itself."""
         if len(classes) == 0:
             return CAM().scale_maps(model, x, classes)
         return Adapted(self, CAM(), at="every").scale_maps(model, x, classes, image_key=image_key)
+
+    def multiscale_maps(self, model: CAMModel, batches: Sequence[torch.Tensor], classes: torch.Tensor, *,
+                        image_keys: Sequence[str]) -> Iterator[torch.Tensor]:
+        """sum_k CAM(x_s; theta_k) for every scale s, from one adaptation on the first scale's batch."""
+        if len(classes) == 0:
+            return super().multiscale_maps(model, batches, classes, image_keys=image_keys)
+        return Adapted(self, CAM(), at="every").multiscale_maps(model, batches, classes, image_keys=image_keys)
 
 
 def rib_loss(logits: torch.Tensor, targets: torch.Tensor, margin: float, mode: str = "clamp") -> torch.Tensor:
@@ -156,10 +180,18 @@ def _num_classes(model: CAMModel, like: torch.Tensor) -> int:
         return int(model.logits_and_cams(like[:1])[0].shape[1])
 
 
-class CompanionPool:
-    """The training images RIB draws companions from: ids, multi-hot labels, decoded images kept in memory."""
+COMPANION_CACHE_BYTES = 64 * 2**20  # decoded companion images kept per pool (least recently used evicted first)
+MAX_POOLS = 2  # companion pools (dataset splits) kept per process
 
-    def __init__(self, data: str, split: str, labels: str) -> None:
+
+class CompanionPool:
+    """The training images RIB draws companions from: ids, multi-hot labels, and a bounded cache of decoded images.
+
+    Decoded images are kept up to `cache_bytes` in all (least recently used evicted first), so a small training
+    set is decoded once and a large one (VOC train_aug) costs at most that much memory per process.
+    """
+
+    def __init__(self, data: str, split: str, labels: str, cache_bytes: int = COMPANION_CACHE_BYTES) -> None:
         from weakseg.data.voc import VOCDataset
 
         if not data:
@@ -168,7 +200,33 @@ class CompanionPool:
         self.dataset = VOCDataset(data, split, labels=labels)
         self.ids = np.asarray(self.dataset.ids)
         self.labels = np.stack([self.dataset.labels(i) for i in self.dataset.ids])
-        self._images: dict[str, np.ndarray] = {}
+        self._row = {i: n for n, i in enumerate(self.dataset.ids)}
+        self.cache_bytes = cache_bytes
+        self._images: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cached_bytes = 0
+        self._lock = threading.Lock()
+
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes of decoded images held now (never more than cache_bytes)."""
+        return self._cached_bytes
+
+    def image(self, image_id: str) -> np.ndarray:
+        """A decoded companion (HxWx3 uint8), from the cache when it is there."""
+        with self._lock:
+            cached = self._images.get(image_id)
+            if cached is not None:
+                self._images.move_to_end(image_id)
+                return cached
+        decoded = self.dataset.image(image_id)
+        with self._lock:
+            if image_id not in self._images and decoded.nbytes <= self.cache_bytes:
+                self._images[image_id] = decoded
+                self._cached_bytes += decoded.nbytes
+                while self._cached_bytes > self.cache_bytes:
+                    _, old = self._images.popitem(last=False)
+                    self._cached_bytes -= old.nbytes
+        return decoded
 
     def candidates(self, image_id: str, disjoint_from: list[int] | None) -> np.ndarray:
         """Ids other than image_id (and, with disjoint_from, sharing none of those 0-based classes)."""
@@ -184,57 +242,32 @@ class CompanionPool:
         """Augmented companions [B,3,crop,crop] and their labels [B,C] (augmentation drawn from rng)."""
         from weakseg.data.augment import scale_flip_crop, to_tensor
 
-        index = {i: n for n, i in enumerate(self.ids.tolist())} if ids else {}
         images, labels = [], []
         for i in ids:
-            if i not in self._images:
-                self._images[i] = self.dataset.image(i)
-            image, _ = scale_flip_crop(to_tensor(self._images[i]), rng, crop, scale_range)
+            image, _ = scale_flip_crop(to_tensor(self.image(i)), rng, crop, scale_range)
             images.append(image)
-            labels.append(torch.from_numpy(self.labels[index[i]]))
+            labels.append(torch.from_numpy(self.labels[self._row[i]]))
         if not images:
             return (torch.zeros((0, 3, crop, crop), device=device, dtype=dtype),
                     torch.zeros((0, self.labels.shape[1]), device=device, dtype=dtype))
         return torch.stack(images).to(device, dtype), torch.stack(labels).to(device, dtype)
 
 
-_POOLS: dict[tuple[str, str, str], CompanionPool] = {}
+_POOLS: OrderedDict[tuple[str, str, str], CompanionPool] = OrderedDict()
 _POOLS_LOCK = threading.Lock()
 
 
 def companion_pool(data: str, split: str, labels: str) -> CompanionPool:
-    """The (process-wide, cached) companion pool of a dataset split."""
+    """The companion pool of a dataset split, shared in the process; at most MAX_POOLS are kept (least recent dropped)."""
     key = (str(Path(data).resolve()) if data else "", split, labels)
     with _POOLS_LOCK:
-        if key not in _POOLS:
-            _POOLS[key] = CompanionPool(data, split, labels)
-        return _POOLS[key]
-
-
-class _Adaptation:
-    """One image's adapted models and the scales already served from them."""
-
-    def __init__(self, key: tuple, model: CAMModel, models: list[CAMModel]) -> None:
-        self.key, self.model_ref, self.models, self.served = key, weakref.ref(model), models, set()
-
-
-_LOCAL = threading.local()
-
-
-def cached_adaptation(owner: AttributionMethod, model: CAMModel, x: torch.Tensor, classes: torch.Tensor,
-                      image_key: str, keep: str, build) -> list[CAMModel]:
-    """Reuse one image's adaptation across the scales of one compute_maps call (per thread).
-
-    A key without '@<scale>' is never cached. The same scale asked for twice means a new call: adapt again.
-    """
-    scale = scale_of(image_key)
-    if scale is None:
-        return build()
-    key = (owner, image_id_of(image_key), tuple(classes.tolist()), str(x.device), x.dtype, keep)
-    entry: _Adaptation | None = getattr(_LOCAL, "entry", None)
-    if entry is None or entry.key != key or entry.model_ref() is not model or scale in entry.served:
-        _LOCAL.entry = None  # release the previous image's models before adapting
-        entry = _Adaptation(key, model, build())
-        _LOCAL.entry = entry
-    entry.served.add(scale)
-    return entry.models
+        if key in _POOLS:
+            _POOLS.move_to_end(key)
+            return _POOLS[key]
+    pool = CompanionPool(data, split, labels)  # reads the split's labels: outside the lock
+    with _POOLS_LOCK:
+        pool = _POOLS.setdefault(key, pool)
+        _POOLS.move_to_end(key)
+        while len(_POOLS) > MAX_POOLS:
+            _POOLS.popitem(last=False)
+        return pool
