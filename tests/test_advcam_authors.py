@@ -139,17 +139,12 @@ def test_half_scale_gets_half_the_steps_at_the_same_weight():
     assert AdvCAM(variant="code", steps=5).schedule("id@0.5") == (5, 1.0)
 
 
-def test_a_head_without_1x1_weights_needs_a_fixed_scale(model):
-    class NoHead(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.inner = model
-
-        def logits_and_cams(self, x):
-            return self.inner.logits_and_cams(x)
-
+def test_a_head_without_1x1_weights_needs_a_fixed_scale():
+    fickle = random_bn_classifier()
+    fickle.classifier = torch.nn.Conv2d(512, 4, 3, padding=1, bias=False)  # a k x k head: gap2d_pos has no closed form
     with pytest.raises(ValueError, match="code_map_scale"):
-        code_scales(AdvCAM(variant="code"), NoHead(), torch.tensor([0]))
+        code_scales(AdvCAM(variant="code"), fickle, torch.tensor([0]))
+    assert code_scales(AdvCAM(variant="code", code_map_scale=1e-3), fickle, torch.tensor([0])).item() == pytest.approx(1e-3)
     with pytest.raises(ValueError, match="code_map_scale"):
         AdvCAM(variant="code", code_map_scale=0.0)
 

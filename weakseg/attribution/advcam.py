@@ -121,12 +121,8 @@ class AdvCAM(AttributionMethod):
 
 
 def input_normalization(model: CAMModel, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean, std) [1,3,1,1] of the model's input normalisation (identity when it has none)."""
-    norm = getattr(model, "normalize", None)
-    if norm is None or not hasattr(norm, "mean"):
-        zero = torch.zeros((1, 1, 1, 1), device=like.device, dtype=like.dtype)
-        return zero, zero + 1
-    return norm.mean.to(like.device), norm.std.to(like.device)
+    """(mean, std) [1,3,1,1] of the model's input normalisation, on like's device."""
+    return model.normalize.mean.to(like.device), model.normalize.std.to(like.device)
 
 
 def climb_forward(model: CAMModel, z: torch.Tensor, targets: torch.Tensor, cfg: AdvCAM,
@@ -140,10 +136,10 @@ def climb_forward(model: CAMModel, z: torch.Tensor, targets: torch.Tensor, cfg: 
 
 def head_positive_counts(model: CAMModel) -> torch.Tensor:
     """K+_c [C]: the number of positive weights in each class row of the model's bias-free 1x1 head."""
-    weight = getattr(getattr(model, "classifier", None), "weight", None)
-    if not isinstance(weight, torch.Tensor) or weight.dim() not in (2, 4) or weight.shape[2:] not in ((), (1, 1)):
+    weight = model.classifier.weight if isinstance(model.classifier, nn.Conv2d) else None
+    if weight is None or weight.shape[2:] != (1, 1):
         raise ValueError("AdvCAM's code variant takes its map scale from a 1x1 classification head (model.classifier); "
-                         "this model has none: pass code_map_scale=<number>")
+                         f"this model's head is {type(model.classifier).__name__}: pass code_map_scale=<number>")
     return (weight.detach().flatten(1) > 0).sum(dim=1)
 
 
