@@ -81,7 +81,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         with _stage(cfg, "evaluate"):
             ev = evaluate_seed_folder(dataset, folder, crf)
             ids = ev.ids
-            labels = evaluate_labels(((dataset.mask(i), folder / "labels" / f"{i}.png") for i in ids), dataset.classes)
+            labels = evaluate_labels(((dataset.require_mask(i), folder / "labels" / f"{i}.png") for i in ids), dataset.classes)
         results[name] = {"seeds": ev.to_json(), "labels": labels.to_json(), "pseudo": summary}
         rows.append({"method": name, "seed mIoU": ev.plain.miou, "best t": ev.plain.threshold,
                      "precision": ev.plain.precision, "recall": ev.plain.recall, "F1": ev.plain.f1,
@@ -111,7 +111,7 @@ def _write_report(cfg: DemoConfig, dataset: VOCDataset, rows: list[dict], result
     ids = _example_ids(out, cfg, dataset)
     grid = []
     for i in ids:
-        image, gt = dataset.image(i), dataset.mask(i)
+        image, gt = dataset.image(i), dataset.require_mask(i)
         row = [image, colorize_label(gt)]
         for name in cfg.methods:
             maps, _ = load_maps(maps_folder(out / "pseudo" / name) / f"{i}.npz")

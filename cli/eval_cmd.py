@@ -66,6 +66,6 @@ def run_labels(args: argparse.Namespace) -> int:
     ids = [i for i in dataset.ids if (folder / f"{i}.png").exists()]
     if not ids:
         raise DataError(f"{folder}: no label PNGs for any image of split {args.split!r}")
-    pairs = ((dataset.mask(i), folder / f"{i}.png") for i in ids)
+    pairs = ((dataset.require_mask(i), folder / f"{i}.png") for i in ids)
     print(json.dumps(evaluate_labels(pairs, dataset.classes).to_json()))
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from wsgiref.simple_server import WSGIServer
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -13,6 +15,7 @@ class ServingMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._http: WSGIServer | None = None
         r = self.registry
         self.latency = Histogram("weakseg_rpc_latency_seconds", "RPC handling time", ["rpc"], buckets=_LATENCY_BUCKETS, registry=r)
         self.requests = Counter("weakseg_rpc_total", "RPCs answered, by status code", ["rpc", "code"], registry=r)
@@ -47,7 +50,7 @@ class ServingMetrics:
 
     def close(self) -> None:
         """Stop the HTTP endpoint if one runs."""
-        if getattr(self, "_http", None) is not None:
+        if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
             self._http = None

@@ -71,7 +71,7 @@ class WeaksegServer:
         self.port: int | None = None
         self.metrics_port: int | None = None
         self._stopping = threading.Event()
-        interceptors = [ApiKeyInterceptor(config.api_keys)] if config.api_keys else []
+        interceptors: list[grpc.ServerInterceptor] = [ApiKeyInterceptor(config.api_keys)] if config.api_keys else []
         interceptors.append(MalformedRequestInterceptor((f"/{DOMAIN_SERVICE}/", f"/{KSERVE_SERVICE}/")))
         self._server = grpc.server(ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc"),
                                    interceptors=interceptors, options=message_options(config.max_message_bytes),

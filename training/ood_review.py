@@ -167,8 +167,9 @@ class ReviewServer:
     @property
     def url(self) -> str:
         """http://host:port/ of the page."""
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}/"
+        host = self.httpd.server_address[0]
+        host = host.decode() if isinstance(host, bytes) else host
+        return f"http://{host}:{self.httpd.server_port}/"
 
     def start(self) -> ReviewServer:
         """Serve in a background thread."""
@@ -196,8 +197,8 @@ class ReviewServer:
         if image_id not in self.log.by_image or not _ID.match(image_id):
             return None
         if image_id not in self._thumbs:
-            with Image.open(find_image(self.images_dir, image_id)) as im:
-                im = im.convert("RGB")
+            with Image.open(find_image(self.images_dir, image_id)) as src:
+                im = src.convert("RGB")
                 im.thumbnail((self.thumb_px, self.thumb_px))
                 buf = io.BytesIO()
                 im.save(buf, format="JPEG", quality=85)

@@ -102,15 +102,16 @@ class TritonBackend(Backend):
             if key not in self._configs:
                 response = self._client.get_model_config(*key, headers=self._headers, client_timeout=self.health_timeout)
                 self._configs[key] = info_from_config(response.config, key[1])
-            if self._configs[key] is not None:
-                found.append(self._configs[key])
+            info = self._configs[key]
+            if info is not None:
+                found.append(info)
         return found
 
     def refresh(self, force: bool = True) -> list[ModelInfo]:
         """Re-read the catalogue from Triton (or reuse it within catalogue_ttl unless force)."""
         with self._lock:
             fresh = self._catalogue is not None and time.monotonic() - self._fetched_at < self.catalogue_ttl
-            if fresh and not force:
+            if fresh and not force and self._catalogue is not None:
                 return list(self._catalogue)
             try:
                 self._catalogue = self._fetch_catalogue()

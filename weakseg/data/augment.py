@@ -6,6 +6,8 @@ Randomness comes from an explicit numpy Generator so a sample's augmentation is 
 
 from __future__ import annotations
 
+from typing import overload
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -19,6 +21,12 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
 
 
+@overload
+def scale_flip_crop(image: torch.Tensor, rng: np.random.Generator, crop: int, scale_range: tuple[float, float],
+                    label: None = None) -> tuple[torch.Tensor, None]: ...
+@overload
+def scale_flip_crop(image: torch.Tensor, rng: np.random.Generator, crop: int, scale_range: tuple[float, float],
+                    label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 def scale_flip_crop(image: torch.Tensor, rng: np.random.Generator, crop: int, scale_range: tuple[float, float],
                     label: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Randomly rescale (bilinear image, nearest label), flip, then pad (mean colour / ignore) and crop to crop x crop."""

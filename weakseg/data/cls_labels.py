@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy._core import multiarray as _multiarray
 
 from weakseg.errors import DataError
 from weakseg.io import atomic_write_bytes
@@ -28,10 +29,10 @@ ClsKey = int | str
 _ALLOWED: dict[tuple[str, str], Any] = {
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
-    ("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
-    ("numpy.core.multiarray", "scalar"): np._core.multiarray.scalar,
-    ("numpy._core.multiarray", "scalar"): np._core.multiarray.scalar,
+    ("numpy.core.multiarray", "_reconstruct"): _multiarray._reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _multiarray._reconstruct,
+    ("numpy.core.multiarray", "scalar"): _multiarray.scalar,
+    ("numpy._core.multiarray", "scalar"): _multiarray.scalar,
     **{("builtins", name): getattr(builtins, name) for name in ("dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "bool", "str", "bytes")},
 }
 
@@ -144,7 +145,8 @@ def load_cls_labels(path: str | os.PathLike) -> dict[ClsKey, np.ndarray]:
 def save_cls_labels(path: str | os.PathLike, table: dict[ClsKey, np.ndarray]) -> None:
     """Write a cls_labels.npy dict in the standard (np.save of a dict) layout, atomically."""
     buf = io.BytesIO()
-    np.save(buf, {k: np.asarray(v, dtype=np.float32) for k, v in table.items()}, allow_pickle=True)
+    data = {k: np.asarray(v, dtype=np.float32) for k, v in table.items()}
+    np.save(buf, np.array(data, dtype=object), allow_pickle=True)  # a 0-d object array, as np.save makes of a dict
     atomic_write_bytes(path, buf.getvalue())
 
 

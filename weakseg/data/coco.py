@@ -177,7 +177,7 @@ def parse_annotation(entry: Any, source: str) -> CocoAnnotation:
             raise ValueError(f"bbox must be [x, y, w, h] with w, h >= 0, got {entry['bbox']}")
         return CocoAnnotation(
             id=int(entry.get("id", -1)), image_id=int(entry["image_id"]), category_id=int(entry["category_id"]),
-            bbox=bbox,  # type: ignore[arg-type]
+            bbox=bbox,  # a 4-tuple: the len check above narrows it
             area=float(entry.get("area", bbox[2] * bbox[3])), iscrowd=bool(entry.get("iscrowd", 0)),
             segmentation=entry.get("segmentation"),
         )

@@ -69,10 +69,7 @@ class LabelledSplit:
     def label(self, image_id: str) -> np.ndarray:
         """uint8 HxW label (0 background, 1..C classes, 255 ignored), checked against the image and the classes."""
         if self.labels == GT_LABELS:
-            mask = self.dataset.mask(image_id)
-            if mask is None:
-                raise DataError(f"{self.dataset.mask_path(image_id)}: ground-truth mask not found")
-            return mask
+            return self.dataset.require_mask(image_id)
         path = self.label_path(image_id)
         label = read_label_png(path)
         size = self.dataset.image_size(image_id)
@@ -104,7 +101,8 @@ class LabelledCache:
     """Decoded images (float [3,H,W]) and labels (int64 [H,W]) of a labelled split, kept after first use."""
 
     def __init__(self, split: LabelledSplit) -> None:
-        self.split, self._cache = split, {}
+        self.split = split
+        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __call__(self, image_id: str) -> tuple[torch.Tensor, torch.Tensor]:
         if image_id not in self._cache:

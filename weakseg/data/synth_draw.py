@@ -25,7 +25,7 @@ def _smooth(t: np.ndarray) -> np.ndarray:
 def value_noise(rng: np.random.Generator, h: int, w: int, cell: float | tuple[float, float],
                 octaves: int = 1, persistence: float = 0.5) -> np.ndarray:
     """Smooth value noise in [0, 1] (mean ~0.5); `cell` is the feature size in pixels, (cy, cx) for anisotropy."""
-    cy, cx = (cell, cell) if np.isscalar(cell) else cell
+    cy, cx = cell if isinstance(cell, tuple) else (cell, cell)
     out = np.zeros((h, w), np.float32)
     total = 0.0
     amp = 1.0
@@ -224,9 +224,9 @@ def _ctx_rails(rng, h, w, k):
     bm = np.abs((b + rng.uniform(0, period)) % period - period / 2)
     sleeper_pitch = 8.0 * k
     sleeper = (bm < gauge / 2 + 3.5 * k) & (((a + rng.uniform(0, sleeper_pitch)) % sleeper_pitch) < 3.6 * k)
-    img = np.where(sleeper[..., None], np.float32([88, 58, 38]), ground)
+    img = np.where(sleeper[..., None], np.array([88, 58, 38], np.float32), ground)
     rail = np.abs(bm - gauge / 2) < 1.1 * k
-    img = np.where(rail[..., None], np.float32([200, 202, 210]), img)
+    img = np.where(rail[..., None], np.array([200, 202, 210], np.float32), img)
     shadow = np.abs(bm - gauge / 2 - 1.6 * k) < 0.6 * k
     return np.where(shadow[..., None], img * 0.6, img)
 
@@ -239,7 +239,7 @@ def _ctx_water(rng, h, w, k):
     t = 0.5 + 0.5 * np.sin(2 * math.pi * (b / lam + 1.8 * warp))
     img = mix(t, (20, 70, 135), (70, 150, 205))
     glint = soft_step(t * value_noise(rng, h, w, 6 * k), 0.55, 0.75)
-    return img + glint[..., None] * (np.float32([215, 235, 250]) - img)
+    return img + glint[..., None] * (np.array([215, 235, 250], np.float32) - img)
 
 
 def _ctx_sky(rng, h, w, k):
@@ -247,7 +247,7 @@ def _ctx_sky(rng, h, w, k):
     g = y / h
     img = mix(g, (55, 115, 205), (175, 210, 240))
     clouds = soft_step(value_noise(rng, h, w, (14 * k, 40 * k), octaves=3), 0.55, 0.8)
-    return img + 0.55 * clouds[..., None] * (np.float32([245, 248, 252]) - img)
+    return img + 0.55 * clouds[..., None] * (np.array([245, 248, 252], np.float32) - img)
 
 
 def _ctx_road(rng, h, w, k):
@@ -259,7 +259,7 @@ def _ctx_road(rng, h, w, k):
     dash = rng.uniform(16, 22) * k
     mark = (bm < 1.6 * k) & (((a + rng.uniform(0, dash)) % dash) < 0.55 * dash)
     paint = (235, 232, 215) if rng.random() < 0.6 else (235, 195, 40)
-    return np.where(mark[..., None], np.float32(paint), img)
+    return np.where(mark[..., None], np.array(paint, np.float32), img)
 
 
 def _ctx_grass(rng, h, w, k):
@@ -279,9 +279,9 @@ def _ctx_bricks(rng, h, w, k):
     mortar = ((y % bh) < 1.3 * k) | ((xs % bw) < 1.3 * k)
     ids = (row.astype(np.int64) * 7919 + col.astype(np.int64) * 104729) % 4096
     tint = rng.uniform(-22, 22, 4096).astype(np.float32)[ids]
-    brick = np.float32([165, 72, 50]) + tint[..., None] * np.float32([1.0, 0.5, 0.35])
+    brick = np.array([165, 72, 50], np.float32) + tint[..., None] * np.array([1.0, 0.5, 0.35], np.float32)
     brick = brick * (0.88 + 0.24 * value_noise(rng, h, w, 1.5 * k))[..., None]
-    return np.where(mortar[..., None], np.float32([185, 180, 170]), brick)
+    return np.where(mortar[..., None], np.array([185, 180, 170], np.float32), brick)
 
 
 def _ctx_sand(rng, h, w, k):
@@ -298,7 +298,7 @@ def _ctx_snow(rng, h, w, k):
     shade = value_noise(rng, h, w, 30 * k, octaves=2)
     img = mix(soft_step(shade, 0.3, 0.7), (178, 190, 215), (244, 246, 252))
     sparkle = value_noise(rng, h, w, 0.8 * k) > 0.93
-    return np.where(sparkle[..., None], np.float32([255, 255, 255]), img)
+    return np.where(sparkle[..., None], np.array([255, 255, 255], np.float32), img)
 
 
 def _ctx_planks(rng, h, w, k):
@@ -310,16 +310,16 @@ def _ctx_planks(rng, h, w, k):
     board = np.floor(b / bw).astype(np.int64) % 4096
     tint = rng.uniform(-25, 25, 4096).astype(np.float32)[board]
     grain = value_noise(rng, h, w, 1.4 * k) * 0.5 + 0.5 * (0.5 + 0.5 * np.sin(b * 1.3 / k + 6 * value_noise(rng, h, w, 12 * k)))
-    img = np.float32([150, 98, 56]) + tint[..., None] * np.float32([1.0, 0.75, 0.5])
+    img = np.array([150, 98, 56], np.float32) + tint[..., None] * np.array([1.0, 0.75, 0.5], np.float32)
     img = img * (0.78 + 0.3 * grain)[..., None]
     seam = (b % bw) < 1.0 * k
-    return np.where(seam[..., None], np.float32([60, 38, 22]), img)
+    return np.where(seam[..., None], np.array([60, 38, 22], np.float32), img)
 
 
 def _ctx_foliage(rng, h, w, k):
     t = value_noise(rng, h, w, 6.5 * k, octaves=3, persistence=0.55)
     img = mix(soft_step(t, 0.35, 0.5), (22, 52, 22), (52, 105, 38))
-    return img + soft_step(t, 0.55, 0.68)[..., None] * (np.float32([120, 150, 50]) - img)
+    return img + soft_step(t, 0.55, 0.68)[..., None] * (np.array([120, 150, 50], np.float32) - img)
 
 
 def _ctx_tiles(rng, h, w, k):
@@ -330,8 +330,8 @@ def _ctx_tiles(rng, h, w, k):
     ids = (np.floor(y / s).astype(np.int64) * 31 + np.floor(x / s).astype(np.int64)) % 1024
     tint = rng.uniform(-10, 10, 1024).astype(np.float32)[ids]
     gloss = 0.92 + 0.16 * ((y % s) + (x % s)) / (2 * s)
-    img = (np.float32([140, 192, 188]) + tint[..., None]) * gloss[..., None]
-    return np.where(grout[..., None], np.float32([205, 205, 198]), img)
+    img = (np.array([140, 192, 188], np.float32) + tint[..., None]) * gloss[..., None]
+    return np.where(grout[..., None], np.array([205, 205, 198], np.float32), img)
 
 
 def _ctx_gravel(rng, h, w, k):
@@ -352,7 +352,7 @@ def _ctx_plain(rng, h, w, k):
 
 
 def _ctx_haze(rng, h, w, k):
-    c = rng.uniform(110, 190) + np.float32([6, 3, -4]) + rng.uniform(-6, 6, 3)
+    c = rng.uniform(110, 190) + np.array([6, 3, -4], np.float32) + rng.uniform(-6, 6, 3)
     t = value_noise(rng, h, w, 24 * k, octaves=2)
     return np.asarray(c, np.float32) * (0.85 + 0.3 * t)[..., None]
 

@@ -173,6 +173,13 @@ class VOCDataset:
         """Class mask uint8 HxW (0 background, i+1 = classes[i], 255 ignore); None if the image has none."""
         return self._read_mask(self.mask_path(image_id), image_id, len(self.classes))
 
+    def require_mask(self, image_id: str) -> np.ndarray:
+        """The class mask of an image that must have one; DataError naming the missing file otherwise."""
+        mask = self.mask(image_id)
+        if mask is None:
+            raise DataError(f"{self.mask_path(image_id)}: ground-truth mask not found")
+        return mask
+
     def instance_mask(self, image_id: str) -> np.ndarray | None:
         """Instance mask uint8 HxW (0 background, k = k-th object, 255 ignore); None if absent."""
         return self._read_mask(self.instance_mask_path(image_id), image_id, None)

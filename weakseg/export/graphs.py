@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from weakseg.models.contract import CAMModel
+
 INPUT_NAME = "pixels"
 SEGMENTER_OUTPUTS = ("logits", "mask")
 CLASSIFIER_OUTPUTS = ("logits", "cams")
@@ -39,9 +41,9 @@ class SegmenterGraph(nn.Module):
 class ClassifierGraph(nn.Module):
     """pixels -> (multi-label logits, Eq. 2.1 CAMs at input resolution)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: CAMModel) -> None:
         super().__init__()
-        self.model = model
+        self.model: CAMModel = model  # an nn.Module at run time, so registered as a submodule
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = pixels_to_float(pixels)

@@ -31,6 +31,8 @@ def export_onnx(graph: nn.Module, example: torch.Tensor, output_names: tuple[str
         program = torch.onnx.export(graph, (example,), dynamo=True, input_names=[INPUT_NAME],
                                     output_names=list(output_names), dynamic_shapes={"pixels": dims},
                                     optimize=True, verbose=False)
+    if program is None:  # only the legacy (dynamo=False) exporter returns nothing
+        raise RuntimeError("torch.onnx.export(dynamo=True) returned no ONNXProgram")
     proto = program.model_proto
     for key, value in (metadata or {}).items():
         entry = proto.metadata_props.add()

@@ -42,7 +42,7 @@ class TritonPythonModel:
     def execute(self, requests):
         """One response per request, in order; same-shape requests share one onnxruntime run."""
         responses = [None] * len(requests)
-        groups = {}
+        groups: dict[tuple[int, ...], list[tuple[int, np.ndarray, list[str]]]] = {}  # image size -> (index, pixels, outputs)
         for index, request in enumerate(requests):
             pixels = pb_utils.get_input_tensor_by_name(request, self.input_name)
             if pixels is None:

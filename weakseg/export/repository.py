@@ -75,13 +75,13 @@ def _load(model_path: str | os.PathLike) -> tuple[str, torch.nn.Module, list[str
     if meta["kind"] == "segmenter":
         from weakseg.models.segmenter_io import load_segmenter
 
-        model, classes = load_segmenter(model_path)
-        return "segmenter", SegmenterGraph(model), ["background", *classes], meta
+        segmenter, classes = load_segmenter(model_path)
+        return "segmenter", SegmenterGraph(segmenter), ["background", *classes], meta
     if meta["kind"] == "classifier":
         from weakseg.models.classifier_io import load_classifier
 
-        model, classes = load_classifier(model_path)
-        return "classifier", ClassifierGraph(model), list(classes), meta
+        classifier, classes = load_classifier(model_path)
+        return "classifier", ClassifierGraph(classifier), list(classes), meta
     raise CheckpointError(f"{model_path}: a {meta['kind']!r} checkpoint cannot be exported (segmenter or classifier only)")
 
 

@@ -68,7 +68,7 @@ def _as_rgb(cell: np.ndarray) -> np.ndarray:
     return np.repeat(cell[..., None], 3, axis=2) if cell.ndim == 2 else cell
 
 
-def _fit(draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont, text: str, width: int) -> str:
+def _fit(draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, text: str, width: int) -> str:
     """Shorten text with an ellipsis until it fits width pixels."""
     if draw.textlength(text, font=font) <= width:
         return text
@@ -94,11 +94,18 @@ def tile(
     col_w = [max((r[j].shape[1] for r in grid if j < len(r)), default=0) for j in range(ncols)]
     row_h = [max(c.shape[0] for c in r) if r else 0 for r in grid]
 
-    per_cell = captions is not None and len(captions) > 0 and not isinstance(captions[0], str)
-    headers = captions is not None and len(captions) > 0 and not per_cell
+    header_caps: list[str] = []  # one per column
+    cell_caps: list[list[str]] = []  # one list per row
+    if captions:
+        if isinstance(captions[0], str):
+            header_caps = [str(c) for c in captions]
+        else:
+            cell_caps = [[str(c) for c in row] for row in captions]
+    per_cell, headers = bool(cell_caps), bool(header_caps)
     font = ImageFont.load_default()
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    left, top, right, bottom = probe.textbbox((0, 0), "Ag|", font=font)
+    box = probe.textbbox((0, 0), "Ag|", font=font)
+    top, bottom = int(box[1]), int(box[3])  # whole pixels for the default font
     text_h = (bottom - top) + 2 if captions else 0
     cap_h = text_h if per_cell else 0
 
@@ -110,12 +117,12 @@ def tile(
     texts: list[tuple[int, int, str, int]] = []  # (x, y, text, max width)
     y = pad
     if headers:
-        texts += [(int(xs[j]), y - top, str(captions[j]), col_w[j]) for j in range(min(ncols, len(captions)))]
+        texts += [(int(xs[j]), y - top, header_caps[j], col_w[j]) for j in range(min(ncols, len(header_caps)))]
         y += text_h + pad
     for i, row in enumerate(grid):
         for j, cell in enumerate(row):
-            if per_cell and i < len(captions) and j < len(captions[i]):
-                texts.append((int(xs[j]), y - top, str(captions[i][j]), col_w[j]))
+            if per_cell and i < len(cell_caps) and j < len(cell_caps[i]):
+                texts.append((int(xs[j]), y - top, cell_caps[i][j], col_w[j]))
             h, w = cell.shape[:2]
             canvas[y + cap_h : y + cap_h + h, xs[j] : xs[j] + w] = cell
         y += row_h[i] + cap_h + pad

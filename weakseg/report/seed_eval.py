@@ -60,7 +60,7 @@ def evaluate_seed_folder(dataset: VOCDataset, maps_dir: str | Path, crf: CRFConf
     folder = maps_folder(maps_dir)
     ids = [i for i in dataset.ids if (folder / f"{i}.npz").exists()]
     if not ids:
-        raise DataError(f"{folder}: no maps for any image of split {dataset.split!r}")
+        raise DataError(f"{folder}: no maps for any image of the split {dataset.split_path}")
     missing_gt = [i for i in ids if dataset.mask(i) is None]
     if missing_gt:
         raise DataError(f"{dataset.root}: no ground-truth mask for {missing_gt[0]} (and {len(missing_gt) - 1} more)")
@@ -91,7 +91,7 @@ def overlay_rows(dataset: VOCDataset, maps_dir: str | Path, ids: list[str], thre
     folder = maps_folder(maps_dir)
     rows = []
     for i in ids:
-        image, gt = dataset.image(i), dataset.mask(i)
+        image, gt = dataset.image(i), dataset.require_mask(i)
         maps, cls = load_maps(folder / f"{i}.npz")
         top = maps.max(axis=0) if len(maps) else np.zeros(gt.shape, np.float32)
         seed = threshold_seed(maps, cls, threshold)
