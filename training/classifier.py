@@ -16,7 +16,7 @@ from weakseg.data.voc import VOCDataset
 from weakseg.engine import FitResult, TrainConfig, fit, seed_everything
 from weakseg.errors import WeaksegError
 from weakseg.models.checkpoint import WEIGHTS_NAME, file_sha256
-from weakseg.models.classifier_io import load_classifier, save_classifier
+from weakseg.models.classifier_io import build_classifier_model, load_classifier, save_classifier
 from weakseg.models.pretrained import load_pretrained_backbone
 from weakseg.models.resnet_cam import CAMClassifier, ClassifierConfig
 
@@ -125,7 +125,7 @@ def build_classifier(job: ClassifierJob, classes: list[str], device: torch.devic
         model.requires_grad_(True)
     else:
         try:
-            model = CAMClassifier(ClassifierConfig(num_classes=len(classes), **given_architecture(job)))
+            model = build_classifier_model(ClassifierConfig(num_classes=len(classes), **given_architecture(job)))
         except ValueError as e:
             raise WeaksegError(f"bad classifier configuration: {e}") from e
         if job.pretrained:

@@ -14,6 +14,14 @@ from weakseg.models.resnet_cam import CAMClassifier, ClassifierConfig
 KIND = "classifier"
 
 
+def build_classifier_model(config: ClassifierConfig) -> CAMClassifier:
+    """A fresh CAM classifier of config.arch: a ResNet (CAMClassifier) or an EfficientNet-Lite (EfficientNetCAM)."""
+    from weakseg.models.efficientnet_cam import ARCHS as LITE_ARCHS
+    from weakseg.models.efficientnet_cam import EfficientNetCAM
+
+    return EfficientNetCAM(config) if config.arch in LITE_ARCHS else CAMClassifier(config)
+
+
 def save_classifier(path: str | os.PathLike, model: CAMClassifier, classes: list[str], extra: dict[str, Any] | None = None) -> None:
     """Save a classifier with its architecture config and class names."""
     save_weights(path, model, KIND, {**model.config.to_dict(), "classes": list(classes)}, extra)
@@ -28,7 +36,7 @@ def load_classifier(path: str | os.PathLike, device: torch.device | str = "cpu")
     classes = cfg.pop("classes", None)
     try:
         config = ClassifierConfig(**cfg)
-        model = CAMClassifier(config)
+        model = build_classifier_model(config)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: unusable classifier config ({e})") from e
     load_weights(path, model)

@@ -24,7 +24,7 @@ class ClassifierConfig:
     """Architecture of a CAM classifier; stored inside every checkpoint."""
 
     num_classes: int
-    arch: str = "resnet18"  # resnet18 | resnet50 | resnet101
+    arch: str = "resnet18"  # resnet18 | resnet50 | resnet101 | efficientnet-lite0|1|2 (weakseg.models.efficientnet_cam)
     output_stride: int = 8  # 8, 16 or 32
     head: str = "cam"  # cam (1x1 bias-free conv) | fickle (k x k conv with stochastic selection)
     fickle_kernel: int = 3
@@ -35,7 +35,7 @@ class ClassifierConfig:
         return asdict(self)
 
 
-def _backbone(arch: str, output_stride: int) -> nn.Module:
+def _backbone(arch: str, output_stride: int) -> torchvision.models.ResNet:
     """A torchvision ResNet whose last stages keep stride 1 (no dilation, as IRN) to reach output_stride."""
     builders = {"resnet18": torchvision.models.resnet18, "resnet50": torchvision.models.resnet50,
                 "resnet101": torchvision.models.resnet101}
@@ -60,10 +60,10 @@ class Normalize(nn.Module):
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self) -> None:
+    def __init__(self, mean: tuple[float, float, float] = IMAGENET_MEAN, std: tuple[float, float, float] = IMAGENET_STD) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
@@ -73,19 +73,19 @@ class CAMClassifier(nn.Module):
     """ResNet feature extractor f, GAP and a bias-free 1x1 classification layer w (Eq. 2.1).
 
     Inputs are float RGB in [0, 1], shape [N,3,H,W]; normalisation happens inside. Implements
-    weakseg.models.contract.CAMModel.
+    weakseg.models.contract.CAMModel. Another backbone family (weakseg.models.efficientnet_cam) subclasses it and
+    overrides `_build_backbone`, `input_mean`/`input_std` and `load_backbone_state`; the rest runs on STAGES.
     """
 
     stages: tuple[str, ...] = STAGES
+    input_mean: tuple[float, float, float] = IMAGENET_MEAN
+    input_std: tuple[float, float, float] = IMAGENET_STD
 
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__()
         self.config = config
-        net = _backbone(config.arch, config.output_stride)
-        self.normalize = Normalize()
-        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
-        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
-        self.feature_dim = net.fc.in_features
+        self.normalize = Normalize(self.input_mean, self.input_std)
+        self.feature_dim = self._build_backbone(config)
         self.classifier: nn.Module
         if config.head == "cam":
             self.classifier = nn.Conv2d(self.feature_dim, config.num_classes, 1, bias=False)
@@ -95,6 +95,13 @@ class CAMClassifier(nn.Module):
             self.classifier = FickleHead(self.feature_dim, config.num_classes, config.fickle_kernel, config.fickle_drop)
         else:
             raise ValueError(f"unknown head {config.head!r}")
+
+    def _build_backbone(self, config: ClassifierConfig) -> int:
+        """Set the modules named in STAGES from a torchvision ResNet; return the last feature map's channels."""
+        net = _backbone(config.arch, config.output_stride)
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        return net.fc.in_features
 
     @property
     def num_classes(self) -> int:
@@ -166,22 +173,19 @@ class CAMClassifier(nn.Module):
         return self
 
     def load_backbone_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Load a torchvision ResNet state dict (e.g. ImageNet weights) into the backbone; fc is ignored."""
-        mapping = {"conv1.": "stem.0.", "bn1.": "stem.1."}
-        own = {}
-        for key, value in state.items():
-            if key.startswith("fc."):
+        """Load a torchvision ResNet state dict (e.g. ImageNet weights) into the backbone; fc is ignored.
+
+        ValueError names the first key that does not fit (unknown, another shape, or missing)."""
+        from weakseg.models.state_fit import first_mismatch
+
+        to_torchvision = {"stem.0.": "conv1.", "stem.1.": "bn1."}
+        expected, source_to_own = {}, {}
+        for key, value in self.state_dict().items():
+            if key.startswith("classifier."):
                 continue
-            for src, dst in mapping.items():
-                if key.startswith(src):
-                    key = dst + key[len(src):]
-                    break
-            own[key] = value
-        try:
-            missing, unexpected = self.load_state_dict(own, strict=False)
-        except RuntimeError as e:  # shape mismatches raise even when strict=False
-            raise ValueError(f"backbone weights do not fit {self.config.arch}: {str(e).splitlines()[1:2]}") from e
-        missing = [k for k in missing if not k.startswith("classifier.")]
-        if missing or unexpected:
-            raise ValueError(f"backbone weights do not match {self.config.arch}: "
-                             f"missing {missing[:3]}..., unexpected {unexpected[:3]}...")
+            src = next((tv + key[len(own):] for own, tv in to_torchvision.items() if key.startswith(own)), key)
+            expected[src], source_to_own[src] = tuple(value.shape), key
+        problem = first_mismatch(state, expected, self.config.arch, ignore_prefixes=("fc.",))
+        if problem:
+            raise ValueError(f"not {self.config.arch} backbone weights (torchvision keys): {problem}")
+        self.load_state_dict({source_to_own[k]: v for k, v in state.items() if k in source_to_own}, strict=False)
