@@ -100,6 +100,9 @@ class Probe:
     fingerprint: str = ""
 
 
+DIR_FINGERPRINT = "folder"  # a probe of a folder checks only that every node has it
+
+
 def fingerprint(data: bytes, size: int) -> str:
     """Size plus sha256 of the first MiB: cheap, and enough to tell files apart."""
     return f"{size}:{hashlib.sha256(data[: 1 << 20]).hexdigest()}"
@@ -122,6 +125,8 @@ def run_probes(probes: list[Probe]) -> tuple[str, list[str]]:
                 seen = None if data is None else fingerprint(data, len(data))
             else:
                 seen = file_fingerprint(p.path) if os.path.isfile(p.path) else None
+                if p.fingerprint == DIR_FINGERPRINT:
+                    seen = DIR_FINGERPRINT if os.path.isdir(p.path) else None
         except Exception as e:  # unreadable counts as not visible
             problems.append(f"{p.what} {p.path or p.store.uri}: unreadable ({type(e).__name__}: {e})")  # type: ignore[union-attr]
             continue

@@ -5,14 +5,21 @@ Outputs land in <out>/maps and <out>/labels (the foundation's per-image format, 
 <out>/summary.json the last run's counts. An image counts as done when its label PNG exists; the label is
 written after the maps and every write is complete-or-absent (`batch.store`), so a done image is whole.
 
+Failing fast: before any image is dispatched, `check_inputs` checks the paths, loads the model once (a file that
+does not load, or gives non-finite outputs, stops the job there) and lets the method check its own inputs (RIB's
+companion folder); during the run, `max_consecutive_failures` failed images in a row stop the job with the first
+of them. Paths are made absolute (`absolute_job`) and checked again on every worker (`check_job_paths`).
+
 `run_local` runs the job in this process (`weakseg pseudo --workers 0`, the demo); `batch.ray_job.run_ray`
 runs the same per-image step (`process_image`) on a pool of Ray actors.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import socket
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -30,11 +37,13 @@ from weakseg.data.classes import voc_palette
 from weakseg.data.voc import VOCDataset
 from weakseg.errors import WeaksegError
 from weakseg.io import encode_png
-from weakseg.models.checkpoint import file_sha256, read_metadata
+from weakseg.models.checkpoint import file_sha256, read_metadata, resolve_weights
 from weakseg.models.classifier_io import load_classifier
-from weakseg.pseudo import LabelConfig, PseudoResult, build_manifest, manifest_mismatch, pseudo_label
+from weakseg.pseudo import LabelConfig, PseudoResult, build_manifest, manifest_mismatch, method_locations, pseudo_label
 
 MANIFEST, FAILURES, SUMMARY = "manifest.json", "failures.jsonl", "summary.json"
+DEFAULT_RETRIES = 2  # extra attempts per image (the CLI's --retries default too)
+DEFAULT_MAX_CONSECUTIVE_FAILURES = 10  # failed images in a row that stop a job (0: never stop)
 
 
 @dataclass
@@ -49,8 +58,9 @@ class PseudoJob:
     multiscale: MultiScale = field(default_factory=MultiScale)
     labels: LabelConfig = field(default_factory=LabelConfig)
     label_source: str = "auto"
-    retries: int = 1
+    retries: int = DEFAULT_RETRIES
     limit: int | None = None  # first N ids of the split (benchmarks and demos)
+    max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES  # 0: never stop
 
 
 @dataclass
@@ -117,6 +127,82 @@ def job_ids(job: PseudoJob, dataset: VOCDataset) -> list[str]:
     return dataset.ids[: job.limit] if job.limit else list(dataset.ids)
 
 
+def method_flag(method: AttributionMethod, name: str) -> str:
+    """The command-line flag of a method field (e.g. --rib-data, --rib-advcam-rib-data)."""
+    return f"--{method.name}-{name.replace('_', '-')}"
+
+
+def absolute_job(job: PseudoJob) -> PseudoJob:
+    """The job with absolute paths (model, data, the method's location fields) and a resolved store: what is
+    shipped to workers, which may run in another folder or on another node."""
+    locations = {k: str(Path(v).expanduser().absolute()) for k, v in method_locations(job.method).items() if v}
+    method = dataclasses.replace(job.method, **locations) if locations else job.method  # type: ignore[type-var]
+    return dataclasses.replace(job, method=method, model=Path(job.model).expanduser().absolute(),
+                               data=Path(job.data).expanduser().absolute(), out=open_store(job.out))
+
+
+def check_job_paths(job: PseudoJob) -> None:
+    """WeaksegError naming the flag, path and host when the model file, the dataset folder or a folder the method
+    reads (RIB's companions) is not there; workers call it on their own node."""
+    host = socket.gethostname()
+    try:
+        resolve_weights(job.model)
+    except WeaksegError as e:
+        raise WeaksegError(f"--model {job.model}: not usable on {host} ({e})") from e
+    folders = [("--data", str(job.data))]
+    folders += [(method_flag(job.method, k), v) for k, v in method_locations(job.method).items() if v]
+    for flag, folder in folders:
+        if not Path(folder).is_dir():
+            raise WeaksegError(f"{flag} {folder}: no such folder on {host}")
+
+
+def check_inputs(job: PseudoJob, classes: list[str], model: torch.nn.Module | None = None) -> None:
+    """Once, before any image is dispatched: the paths, the model (loaded on the CPU unless given, checked against
+    the method's model contract, finite on a small input) and the method's own inputs (RIB's companion split)."""
+    check_job_paths(job)
+    if model is None:
+        model, _ = load_classifier(job.model, "cpu")
+    try:
+        cam_model = job.method.check_model(model)
+    except TypeError as e:
+        raise WeaksegError(f"{job.model}: {e}") from e
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        logits, cams = cam_model.logits_and_cams(torch.zeros((1, 3, 32, 32), device=device))
+    if not (torch.isfinite(logits).all() and torch.isfinite(cams).all()):
+        raise WeaksegError(f"{job.model}: the classifier gives non-finite outputs (broken weights?)")
+    job.method.check_inputs(len(classes))
+
+
+@dataclass
+class FailureStreak:
+    """Failed images in a row (in completion order) and the first of them; a success ends the streak."""
+
+    limit: int  # 0: never stop
+    count: int = 0
+    first: ImageOutcome | None = None
+
+    def update(self, outcome: ImageOutcome) -> bool:
+        """Count an outcome; True when the job must stop."""
+        if outcome.ok:
+            self.count, self.first = 0, None
+            return False
+        self.count += 1
+        self.first = self.first or outcome
+        return self.tripped
+
+    @property
+    def tripped(self) -> bool:
+        """Whether the streak reached the limit."""
+        return 0 < self.limit <= self.count
+
+    def message(self) -> str:
+        """Why the job stopped, with the first error of the streak."""
+        first = self.first or ImageOutcome("?", False, 0, 0.0)
+        return (f"stopped after {self.count} consecutive failed images (--max-consecutive-failures {self.limit}); "
+                f"the first, {first.id}: {first.error}")
+
+
 def write_result(out: Path | str | LocalStore | ArrowStore, image_id: str, result: PseudoResult) -> None:
     """Write one image's maps then its label PNG (the label marks it done)."""
     store = open_store(out)
@@ -179,17 +265,23 @@ def finish(store: LocalStore | ArrowStore, summary: dict[str, Any], attempted: s
 
 def run_local(job: PseudoJob, device: torch.device, progress: bool = True) -> dict[str, Any]:
     """Run the job in this process; returns the summary (also written to <out>/summary.json)."""
+    if job.max_consecutive_failures < 0:
+        raise WeaksegError(f"--max-consecutive-failures must be >= 0, got {job.max_consecutive_failures}")
+    job = absolute_job(job)
     store = open_store(job.out)
     dataset = VOCDataset(job.data, job.split, labels=job.label_source)
     check_model_classes(job, dataset.classes)
-    prepare_output(job, dataset.classes)
     model, _ = load_classifier(job.model, device)
+    check_inputs(job, dataset.classes, model)
+    prepare_output(job, dataset.classes)
     ids = job_ids(job, dataset)
     done = done_ids(store)
     todo = [i for i in ids if i not in done]
     counts = {"total": len(ids), "skipped": len(ids) - len(todo), "succeeded": 0, "failed": 0}
     failures: list[dict[str, Any]] = []
     attempted: set[str] = set()
+    streak = FailureStreak(job.max_consecutive_failures)
+    stopped: str | None = None
     t0 = time.time()
     busy = 0.0
     try:
@@ -202,12 +294,18 @@ def run_local(job: PseudoJob, device: torch.device, progress: bool = True) -> di
             else:
                 counts["failed"] += 1
                 failures.append(outcome.failure_record())
+            if streak.update(outcome):
+                stopped = streak.message()
+                break
     finally:
         seconds = time.time() - t0
-        summary = {**counts, "seconds": round(seconds, 2),
+        summary = {**counts, "not_run": len(todo) - counts["succeeded"] - counts["failed"], "stopped": stopped,
+                   "method_locations": method_locations(job.method), "seconds": round(seconds, 2),
                    "images_per_second": round(counts["succeeded"] / seconds, 3) if seconds > 0 else None,
                    "out": store.uri, "executor": "local", "workers": 0, "threads_per_worker": torch.get_num_threads(),
                    "per_worker": {"local": {"images": counts["succeeded"], "busy_seconds": round(busy, 2),
                                             "images_per_second": round(counts["succeeded"] / busy, 3) if busy > 0 else None}}}
         finish(store, summary, attempted, failures)
+    if stopped:
+        raise WeaksegError(f"{stopped} (see {store.uri}/{FAILURES})")
     return summary

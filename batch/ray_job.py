@@ -3,31 +3,56 @@
 Ray does the placement, replaces a worker process that dies (max_restarts) and re-runs the calls it was
 holding (max_task_retries = job.retries); the driver only keeps each worker's queue `inflight_per_worker`
 deep, shows progress and writes failures.jsonl and summary.json. Outputs are written by the workers, so
---out must be reachable from every node (checked up front on a cluster).
+--out must be reachable from every node (checked up front on a cluster). The method's inputs and the model are
+checked in the driver before Ray is even attached (`batch.pseudo_job.check_inputs`), each worker checks the
+(absolute) paths on its node as it starts, and `job.max_consecutive_failures` failed images in a row stop the
+dispatch with the first of their errors.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 import time
 from collections import defaultdict, deque
-from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from batch.cluster import (Probe, RayOptions, RaySession, check_shared_locations, cluster_address, connect, disconnect,
-                           file_fingerprint, fingerprint)
+from batch.cluster import (
+    DIR_FINGERPRINT,
+    Probe,
+    RayOptions,
+    RaySession,
+    check_shared_locations,
+    cluster_address,
+    connect,
+    disconnect,
+    file_fingerprint,
+    fingerprint,
+)
 from batch.faults import fault_env
-from batch.pseudo_job import (MANIFEST, ImageOutcome, PseudoJob, check_model_classes, done_ids, finish, job_ids,
-                              prepare_output)
+from batch.pseudo_job import (
+    FAILURES,
+    MANIFEST,
+    FailureStreak,
+    ImageOutcome,
+    PseudoJob,
+    absolute_job,
+    check_inputs,
+    check_model_classes,
+    done_ids,
+    finish,
+    job_ids,
+    method_flag,
+    prepare_output,
+)
 from batch.store import open_store
 from batch.worker import PseudoWorker, worker_device
 from weakseg.data.voc import VOCDataset
 from weakseg.errors import WeaksegError
 from weakseg.models.checkpoint import resolve_weights
+from weakseg.pseudo import method_locations
 
 
 def plan_workers(options: RayOptions, device: str, cpus: float, gpus: float, todo: int, strict: bool) -> tuple[int, float]:
@@ -53,12 +78,6 @@ def plan_workers(options: RayOptions, device: str, cpus: float, gpus: float, tod
     return workers, min(1.0, gpus / workers) if gpus else 1.0  # several workers share a GPU when there are fewer GPUs
 
 
-def absolute_job(job: PseudoJob) -> PseudoJob:
-    """The job with absolute paths and a resolved store (what is shipped to workers on other nodes)."""
-    return dataclasses.replace(job, model=Path(job.model).expanduser().absolute(),
-                               data=Path(job.data).expanduser().absolute(), out=open_store(job.out))
-
-
 def location_probes(job: PseudoJob, dataset: VOCDataset) -> list[Probe]:
     """What every node must see as the driver does: split list, weights file, the manifest just written."""
     store = open_store(job.out)
@@ -68,6 +87,8 @@ def location_probes(job: PseudoJob, dataset: VOCDataset) -> list[Probe]:
               Probe("--out", store=store, key=MANIFEST, fingerprint=fingerprint(manifest, len(manifest)))]
     if dataset.labels_path is not None:
         probes.append(Probe("--labels", path=str(dataset.labels_path.absolute()), fingerprint=file_fingerprint(dataset.labels_path)))
+    probes += [Probe(method_flag(job.method, k), path=v, fingerprint=DIR_FINGERPRINT)
+               for k, v in method_locations(job.method).items() if v]
     return probes
 
 
@@ -103,7 +124,10 @@ def _wait_ready(actors: list, options: RayOptions, gpus: float) -> list[dict[str
 
 def _dispatch(actors: list, todo: list[str], job: PseudoJob, options: RayOptions, bar: tqdm,
               record: Any) -> list[str]:
-    """Keep every worker's queue filled until all ids are processed; returns ids left unrun (all workers gone)."""
+    """Keep every worker's queue filled until all ids are processed; returns ids left unrun (all workers gone).
+
+    `record(outcome)` returning True stops the dispatch at once (the images still queued are abandoned).
+    """
     import ray
 
     pending = deque(todo)
@@ -138,8 +162,10 @@ def _dispatch(actors: list, todo: list[str], job: PseudoJob, options: RayOptions
             except ray.exceptions.RayError as e:  # its worker died on it more than job.retries times, or a system error
                 outcome = ImageOutcome(image_id, False, job.retries + 1, 0.0, worker=k,
                                        error=f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}")
-            record(outcome)
+            stop = record(outcome)
             bar.update(1)
+            if stop:
+                return []
             fill(k)
         if pending and not alive:
             break
@@ -184,11 +210,14 @@ def run_ray(job: PseudoJob, options: RayOptions = RayOptions(), device: str = "a
         raise WeaksegError(f"--threads-per-worker must be >= 1, got {options.threads_per_worker}")
     if options.workers is not None and options.workers < 1:
         raise WeaksegError(f"--workers must be >= 1 on Ray (0 runs in-process), got {options.workers}")
+    if job.max_consecutive_failures < 0:
+        raise WeaksegError(f"--max-consecutive-failures must be >= 0, got {job.max_consecutive_failures}")
     t_start = time.time()
     job = absolute_job(job)
     store = open_store(job.out)
     dataset = VOCDataset(job.data, job.split, labels=job.label_source)
     check_model_classes(job, dataset.classes)
+    check_inputs(job, dataset.classes)  # here, once: a bad model or --rib-data never reaches a worker
     prepare_output(job, dataset.classes)
     ids = job_ids(job, dataset)
     done = done_ids(store)
@@ -197,14 +226,16 @@ def run_ray(job: PseudoJob, options: RayOptions = RayOptions(), device: str = "a
     failures: list[dict[str, Any]] = []
     attempted: set[str] = set()
     per_worker: dict[int, dict[str, Any]] = defaultdict(lambda: {"images": 0, "failed": 0, "busy_seconds": 0.0})
-    summary: dict[str, Any] = {"executor": "ray", "out": store.uri, "threads_per_worker": options.threads_per_worker}
+    summary: dict[str, Any] = {"executor": "ray", "out": store.uri, "threads_per_worker": options.threads_per_worker,
+                               "method_locations": method_locations(job.method), "stopped": None}
+    streak = FailureStreak(job.max_consecutive_failures)
     session: RaySession | None = None
     actors: list = []
     infos: list[dict[str, Any]] = []
     left: list[str] = []
     t_compute = time.time()
 
-    def record(outcome: ImageOutcome) -> None:
+    def record(outcome: ImageOutcome) -> bool:
         attempted.add(outcome.id)
         stats = per_worker[outcome.worker]
         stats["busy_seconds"] += outcome.seconds
@@ -212,6 +243,7 @@ def run_ray(job: PseudoJob, options: RayOptions = RayOptions(), device: str = "a
         counts["succeeded" if outcome.ok else "failed"] += 1
         if not outcome.ok:
             failures.append(outcome.failure_record())
+        return streak.update(outcome)
 
     try:
         if todo:
@@ -226,6 +258,9 @@ def run_ray(job: PseudoJob, options: RayOptions = RayOptions(), device: str = "a
             with tqdm(total=len(todo), unit="img", desc=f"{job.method.name} pseudo labels ({workers} workers)",
                       disable=not progress, file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 10) as bar:
                 left = _dispatch(actors, todo, job, options, bar, record)
+            if streak.tripped:
+                summary["stopped"] = streak.message()
+                raise WeaksegError(f"{summary['stopped']} (see {store.uri}/{FAILURES})")
             summary["workers_restarted"] = _restarted_ranks(actors)
             if left:
                 raise WeaksegError(f"every worker died; {len(left)} images were not run (see failures.jsonl and the Ray logs)")

@@ -8,7 +8,7 @@ import warnings
 from typing import Any
 
 from batch.faults import FaultInjector
-from batch.pseudo_job import ImageOutcome, PseudoJob, process_image
+from batch.pseudo_job import ImageOutcome, PseudoJob, check_job_paths, process_image
 from batch.store import open_store
 
 
@@ -30,7 +30,8 @@ class PseudoWorker:
     """One worker process: the model, dataset reader and output store, held for the whole job."""
 
     def __init__(self, job: PseudoJob, rank: int, device: str, threads: int) -> None:
-        """Fix the torch thread count, open the dataset and load the model on `device` (once)."""
+        """Fix the torch thread count, check the job's paths on this node, open the dataset and load the model on
+        `device` (once). A path missing here fails the worker's start, naming the flag, path and host."""
         import torch
 
         from weakseg.data.voc import VOCDataset
@@ -38,6 +39,7 @@ class PseudoWorker:
         from weakseg.models.classifier_io import load_classifier
 
         torch.set_num_threads(threads)
+        check_job_paths(job)
         self.job, self.rank, self.threads = job, rank, threads
         self.restarted = _was_restarted()
         self.device = resolve_device(device)

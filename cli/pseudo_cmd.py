@@ -47,6 +47,8 @@ def add_execution_options(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `pseudo`."""
+    from batch.pseudo_job import DEFAULT_MAX_CONSECUTIVE_FAILURES, DEFAULT_RETRIES
+
     p = add_parser(sub, "pseudo", "generate attribution maps (maps/<id>.npz) and pseudo labels (labels/<id>.png) for a split",
                    description="Generate attribution maps and pseudo labels for a split, on a local Ray started "
                                "in-process (default), an existing Ray cluster (--address / RAY_ADDRESS) or in this "
@@ -60,8 +62,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "images, a different configuration is refused")
     p.add_argument("--labels", default="auto", help="image-level label source: xml, auto or a cls_labels.npy path")
     p.add_argument("--limit", type=int, default=None, help="only the first N images of the split")
-    p.add_argument("--retries", type=int, default=2,
+    p.add_argument("--retries", type=int, default=DEFAULT_RETRIES,
                    help="extra attempts for an image that fails or whose worker dies, before it is recorded in failures.jsonl")
+    p.add_argument("--max-consecutive-failures", type=int, default=DEFAULT_MAX_CONSECUTIVE_FAILURES, metavar="N",
+                   help="stop the job (exit status 2, naming the first error) after N failed images in a row; 0: never. "
+                        "Inputs (the model, --rib-data) are checked once before any image")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_method_options(p)
     add_label_options(p)
@@ -77,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.retries < 0:
         raise WeaksegError(f"--retries must be >= 0, got {args.retries}")
+    if args.max_consecutive_failures < 0:
+        raise WeaksegError(f"--max-consecutive-failures must be >= 0, got {args.max_consecutive_failures}")
     for flag, value in (("--data", args.data), ("--model", args.model)):
         if is_object_store_uri(value):
             raise WeaksegError(f"{flag} {value}: must be a filesystem path (on a cluster a shared mount, e.g. the bucket "
@@ -87,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
         raise WeaksegError(str(e)) from e
     job = PseudoJob(method=method, model=Path(args.model), data=Path(args.data), split=args.split, out=args.out,
                     multiscale=multiscale_from_args(args), labels=label_config_from_args(args),
-                    label_source=args.labels, retries=args.retries, limit=args.limit)
+                    label_source=args.labels, retries=args.retries, limit=args.limit,
+                    max_consecutive_failures=args.max_consecutive_failures)
     if args.workers == 0:
         if args.address or args.gpus_per_worker:
             raise WeaksegError("--workers 0 runs in this process: --address and --gpus-per-worker do not apply")

@@ -9,6 +9,7 @@ map exceeds the foreground threshold, background where every map is below the ba
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -54,15 +55,26 @@ def pseudo_label(method: AttributionMethod, model: CAMModel, image: np.ndarray, 
     return PseudoResult(maps=maps_np.astype(np.float16), class_ids=ids, label=label)
 
 
+def method_locations(method: AttributionMethod) -> dict[str, str]:
+    """The method's configuration fields that name a place (field metadata "location", e.g. RIB's data), by name."""
+    if not dataclasses.is_dataclass(method):
+        return {}
+    return {f.name: str(getattr(method, f.name)) for f in dataclasses.fields(method) if f.metadata.get("location")}
+
+
 def build_manifest(method: AttributionMethod, multiscale: MultiScale, label_cfg: LabelConfig,
                    model_sha256: str, classes: list[str], split: str, data: str) -> dict[str, Any]:
     """The configuration a pseudo-label folder is pinned to (no execution settings such as worker counts).
 
-    Returned in its JSON form (tuples become lists), so it compares equal to a manifest read back from disk.
+    Locations (the dataset, and method fields naming a place such as RIB's companion folder) are recorded under
+    "data" and "method_locations" but not pinned. Returned in its JSON form (tuples become lists), so it compares
+    equal to a manifest read back from disk.
     """
+    locations = method_locations(method)
     return json.loads(json.dumps({
         "version": MANIFEST_VERSION,
-        "method": method.config(),
+        "method": {k: v for k, v in method.config().items() if k not in locations},
+        "method_locations": locations,
         "multiscale": asdict(multiscale),
         "labels": {"fg_thresh": label_cfg.fg_thresh, "bg_thresh": label_cfg.bg_thresh,
                    "crf": asdict(label_cfg.crf) if label_cfg.crf else None},
@@ -81,6 +93,15 @@ PINNED_KEYS = ("version", "method", "multiscale", "labels", "model_sha256", "cla
 def manifest_mismatch(existing: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """Pinned manifest entries that differ (empty when the folder can be resumed into).
 
-    The data location is recorded but not pinned, so a dataset mounted elsewhere can be resumed.
+    Locations are recorded but not pinned, so a dataset (or RIB's companion folder) mounted elsewhere can be
+    resumed; a manifest written before locations were set apart, with them inside "method", compares the same.
     """
-    return [k for k in PINNED_KEYS if existing.get(k) != wanted.get(k)]
+    unpinned = set(wanted.get("method_locations") or {}) | set(existing.get("method_locations") or {})
+
+    def pinned(manifest: dict[str, Any], key: str) -> Any:
+        value = manifest.get(key)
+        if key == "method" and isinstance(value, dict):
+            return {k: v for k, v in value.items() if k not in unpinned}
+        return value
+
+    return [k for k in PINNED_KEYS if pinned(existing, k) != pinned(wanted, k)]

@@ -48,6 +48,11 @@ class AttributionMethod(ABC):
         """The model when it implements the contract the method relies on (CAMModel); a clear TypeError otherwise."""
         return require_cam_model(model, f"method {self.name!r}")
 
+    def check_inputs(self, num_classes: int) -> None:
+        """Fail now (WeaksegError naming the file or flag) if the method's own inputs cannot serve a model with
+        num_classes classes; a batch job calls it once before dispatching images. CAM-like methods read nothing else."""
+        return None
+
     def config(self) -> dict:
         """The method's full configuration (recorded in manifests)."""
         return {"method": self.name, **asdict(self)}  # type: ignore[call-overload]

@@ -37,6 +37,9 @@ class WeightAdapter(Protocol):
     def config(self) -> dict:
         """The adapter's configuration."""
 
+    def check_inputs(self, num_classes: int) -> None:
+        """Fail now if the adapter's inputs (RIB's companions) cannot serve the model."""
+
 
 @dataclass(frozen=True)
 class Adapted(AttributionMethod):
@@ -55,6 +58,11 @@ class Adapted(AttributionMethod):
     def config(self) -> dict:
         """Both parts' configurations."""
         return {"method": self.name, "adapter": self.adapter.config(), "inner": self.inner.config(), "at": self.at}
+
+    def check_inputs(self, num_classes: int) -> None:
+        """Both parts' inputs."""
+        self.adapter.check_inputs(num_classes)
+        self.inner.check_inputs(num_classes)
 
     def scale_maps(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
         """sum over the selected adapted models of inner.scale_maps: [N, K, h, w] (adapting on x itself)."""
@@ -101,6 +109,10 @@ class ComposedMethod(AttributionMethod):
                         image_keys: Sequence[str]) -> Iterator[torch.Tensor]:
         """The composition's maps at every scale of one image, from one adaptation (see Adapted)."""
         return self.parts.multiscale_maps(model, batches, classes, image_keys=image_keys)
+
+    def check_inputs(self, num_classes: int) -> None:
+        """Both parts' inputs (see Adapted)."""
+        self.parts.check_inputs(num_classes)
 
     def config(self) -> dict:
         """The flat configuration, without the inner execution settings (e.g. AdvCAM's max_batch)."""

@@ -55,7 +55,8 @@ class RIB(AttributionMethod):
     pooling: str = field(default="gndrp", metadata={"help": "pooling of the class maps into logits during adaptation",
                                                     "choices": ["gndrp", "gap"]})
     tau: float = field(default=0.4, metadata={"help": "GNDRP threshold: pool the locations whose normalised CAM <= tau"})
-    data: str = field(default="", metadata={"help": "VOC2012 folder of the training set the companions are drawn from (required)"})
+    data: str = field(default="", metadata={"help": "VOC2012 folder of the training set the companions are drawn from (required)",
+                                            "location": True})  # a place, not a setting: recorded, never pinned
     split: str = field(default="train", metadata={"help": "split (or list file) of the companions"})
     labels: str = field(default="auto", metadata={"help": "image-level labels of the companions: xml, auto or a cls_labels.npy path"})
     seed: int = field(default=0, metadata={"help": "global seed; an image's companions depend on (seed, image id) only"})
@@ -135,6 +136,17 @@ class RIB(AttributionMethod):
         work.requires_grad_(False)
         if keep == "last":
             yield work
+
+    def check_inputs(self, num_classes: int) -> None:
+        """Open the companion split (data, split, labels) and check it has num_classes classes and two images."""
+        try:
+            pool = companion_pool(self.data, self.split, self.labels)
+        except DataError as e:
+            raise DataError(f"RIB companions (--rib-data): {e}") from e
+        if pool.labels.shape[1] != num_classes:
+            raise DataError(f"{self.data}: has {pool.labels.shape[1]} classes but the model has {num_classes} (--rib-data)")
+        if len(pool.ids) < 2:
+            raise DataError(f"{self.data}: split {self.split!r} has {len(pool.ids)} image(s); RIB needs companions (--rib-data)")
 
     def adapt(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "",
               keep: str = "all") -> list[CAMModel]:
