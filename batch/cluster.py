@@ -148,7 +148,7 @@ def check_shared_locations(probes: list[Probe], timeout_s: float = 300.0) -> Non
     refs = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(probes)
             for n in nodes]
     lines = []
-    for node, (host, problems) in zip(nodes, ray.get(refs, timeout=timeout_s)):
+    for node, (host, problems) in zip(nodes, ray.get(refs, timeout=timeout_s), strict=True):
         lines += [f"node {node.get('NodeManagerAddress', '?')} ({host}): {msg}" for msg in problems]
     if lines:
         raise WeaksegError("on a Ray cluster --data, --model and --out must be visible to every node (a shared "

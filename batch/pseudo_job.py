@@ -39,6 +39,7 @@ from weakseg.errors import WeaksegError
 from weakseg.io import encode_png
 from weakseg.models.checkpoint import file_sha256, read_metadata, resolve_weights
 from weakseg.models.classifier_io import load_classifier
+from weakseg.models.contract import CAMModel
 from weakseg.pseudo import LabelConfig, PseudoResult, build_manifest, manifest_mismatch, method_locations, pseudo_label
 
 MANIFEST, FAILURES, SUMMARY = "manifest.json", "failures.jsonl", "summary.json"
@@ -217,7 +218,7 @@ def image_seed(image_id: str) -> int:
     return stable_hash(image_id) & (2**63 - 1)  # torch.manual_seed takes a non-negative int64
 
 
-def process_image(job: PseudoJob, dataset: VOCDataset, model: torch.nn.Module, device: torch.device,
+def process_image(job: PseudoJob, dataset: VOCDataset, model: CAMModel, device: torch.device,
                   image_id: str, store: LocalStore | ArrowStore | None = None) -> ImageOutcome:
     """Compute and write one image, retrying up to job.retries times; failures are returned, not raised."""
     store = store or open_store(job.out)

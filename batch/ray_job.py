@@ -132,7 +132,7 @@ def _dispatch(actors: list, todo: list[str], job: PseudoJob, options: RayOptions
 
     pending = deque(todo)
     inflight: dict[Any, tuple[str, int]] = {}
-    load = defaultdict(int)
+    load: defaultdict[int, int] = defaultdict(int)
     alive = set(range(len(actors)))
     requeued: set[str] = set()
 

@@ -24,12 +24,14 @@ def add_method_options(p: argparse.ArgumentParser, default: str = "cam") -> None
                    help="inference scales whose maps are summed")
     p.add_argument("--no-flip", action="store_true", help="do not add horizontally flipped inference")
     for name, cls in sorted(METHODS.items()):
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"attribution method {name} is not a dataclass; its fields are its options")
         fields = [f for f in dataclasses.fields(cls) if f.init]
         if not fields:
             continue
         group = p.add_argument_group(f"{name} hyper-parameters")
         for f in fields:
-            default_value = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            default_value = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
             kwargs = {"default": default_value, "help": f.metadata.get("help", f.name.replace("_", " "))}
             if isinstance(default_value, bool):
                 kwargs["type"] = parse_bool

@@ -49,7 +49,8 @@ class ImageCache:
     """Decoded images of a dataset, kept in memory after first use."""
 
     def __init__(self, dataset: VOCDataset) -> None:
-        self.dataset, self._cache = dataset, {}
+        self.dataset = dataset
+        self._cache: dict[str, torch.Tensor] = {}
 
     def __call__(self, image_id: str) -> torch.Tensor:
         if image_id not in self._cache:

@@ -11,6 +11,8 @@ the initial classifier, as the authors' code does) and saved in <out>/wood_centr
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -167,7 +169,8 @@ class WoodLoader:
         return len(self.id_loader)
 
     def __iter__(self):
-        passes, ood_iter = 0, iter(())
+        passes = 0
+        ood_iter: Iterator[dict[str, Any]] = iter(())
         for batch in self.id_loader:
             ood = next(ood_iter, None)
             if ood is None:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -26,7 +26,17 @@ from weakseg.errors import WeaksegError
 from weakseg.io import atomic_write_json
 from weakseg.models.checkpoint import RESUME_NAME, load_resume, save_resume
 
-LossFn = Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]
+ModelT = TypeVar("ModelT", bound=nn.Module)
+
+
+class Batches(Protocol):
+    """What fit() iterates: a sized iterable of batches (an EpochLoader; `set_epoch(epoch)` is used when present)."""
+
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+LossFn = Callable[[ModelT, Any], tuple[torch.Tensor, dict[str, float]]]
 
 
 @dataclass
@@ -77,16 +87,16 @@ class FitResult:
     seconds: float = 0.0
 
 
-def fit(model: nn.Module, loader: Iterable, loss_fn: LossFn, cfg: TrainConfig, out_dir: str | Path,
-        save_model: Callable[[nn.Module, dict[str, Any]], None], *, device: torch.device,
+def fit(model: ModelT, loader: Batches, loss_fn: LossFn[ModelT], cfg: TrainConfig, out_dir: str | Path,
+        save_model: Callable[[ModelT, dict[str, Any]], None], *, device: torch.device,
         head_params: list[nn.Parameter] | None = None, run_info: dict[str, Any] | None = None,
-        progress: bool = True, on_epoch_end: Callable[[nn.Module, int], dict[str, float]] | None = None) -> FitResult:
+        progress: bool = True, on_epoch_end: Callable[[ModelT, int], dict[str, float]] | None = None) -> FitResult:
     """Train `model` for cfg.epochs, checkpointing every epoch into out_dir and resuming if a matching
     resume state exists there. `run_info` (data, architecture, ...) must match on resume."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     run_record = {"train": asdict(cfg), **(run_info or {})}
-    steps_per_epoch = len(loader)  # type: ignore[arg-type]
+    steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         raise WeaksegError("no training samples (empty split?)")
     total = cfg.epochs * steps_per_epoch
@@ -123,7 +133,7 @@ def fit(model: nn.Module, loader: Iterable, loss_fn: LossFn, cfg: TrainConfig, o
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         if hasattr(loader, "set_epoch"):
-            loader.set_epoch(epoch)  # type: ignore[attr-defined]
+            loader.set_epoch(epoch)
         sums: dict[str, float] = {}
         seen = 0
         epoch_t0 = time.time()

@@ -104,7 +104,7 @@ def atomic_save_png(path: str | os.PathLike, array: np.ndarray, palette: list[in
 def atomic_save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
     """Save arrays into a compressed .npz atomically."""
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
+    np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub reads **kwds as allow_pickle
     atomic_write_bytes(path, buf.getvalue())
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from weakseg.attribution.advcam import AdvCAM
 from weakseg.attribution.base import AttributionMethod, MultiScale, compute_maps
 from weakseg.attribution.cam import CAM
-from weakseg.attribution.gradcam import GradCAM
-from weakseg.attribution.advcam import AdvCAM
 from weakseg.attribution.fickle import FickleNet
+from weakseg.attribution.gradcam import GradCAM
 from weakseg.attribution.rib import RIB
 from weakseg.attribution.rib_advcam import RIBAdvCAM
 

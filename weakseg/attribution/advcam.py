@@ -39,7 +39,6 @@ from weakseg.attribution.base import AttributionMethod
 from weakseg.attribution.keys import scale_of
 from weakseg.models.contract import CAMModel
 
-
 CODE_ONLY = ("code_xi", "code_map_scale", "code_clamp")  # fields only the code variant reads
 
 
@@ -188,7 +187,7 @@ def climb_step(model: CAMModel, z: torch.Tensor, targets: torch.Tensor, cfg: Adv
         z = z.detach().requires_grad_(True)
         logits, cam = climb_forward(model, z, targets, cfg, mean, std)
         current = F.relu(cam).detach()
-        if ref is None:
+        if ref is None or ref_max is None:
             ref = current
             ref_max = ref.flatten(1).amax(dim=1).clamp_min(1e-5)[:, None, None]
         scale = code_scales(cfg, model, targets) if cfg.variant == "code" else None

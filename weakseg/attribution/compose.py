@@ -88,6 +88,7 @@ class ComposedMethod(AttributionMethod):
 
     adapter_cls: ClassVar[type]
     inner_cls: ClassVar[type[AttributionMethod]]
+    at: str  # a field of every subclass (composed_method adds it)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_parts", Adapted(self._build(self.adapter_cls), self._build(self.inner_cls), at=self.at))
@@ -122,7 +123,7 @@ class ComposedMethod(AttributionMethod):
         return {"method": self.name, **flat, "at": self.at}
 
 
-def _prefix(cls: type) -> str:
+def _prefix(cls: Any) -> str:
     return cls.name.replace("-", "_")
 
 

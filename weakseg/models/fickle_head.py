@@ -57,7 +57,7 @@ class FickleHead(nn.Module):
         """The deterministic class maps (all units selected): a same-padded k x k convolution, [N,C,h,w]."""
         return F.conv2d(feats, self.weight, padding=self.kernel // 2)
 
-    def sample_mask(self, shape: tuple[int, int, int, int], generator: torch.Generator | None = None,
+    def sample_mask(self, shape: tuple[int, ...], generator: torch.Generator | None = None,
                     device: torch.device | str = "cpu", mode: str = "spatial") -> torch.Tensor:
         """A keep mask for an expanded map of shape [N,D,h*k,w*k]: float {0, 1/(1-drop)}, centres always 1.
 

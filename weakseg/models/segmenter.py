@@ -68,7 +68,9 @@ class Segmenter(nn.Module):
 
     def head_parameters(self) -> list[nn.Parameter]:
         """Parameters of the segmentation head (everything outside the backbone)."""
-        return list(self.net.classifier.parameters())
+        head = self.net.classifier
+        assert isinstance(head, nn.Module)
+        return list(head.parameters())
 
     def load_backbone_state(self, state: dict[str, torch.Tensor]) -> None:
         """Load backbone weights from a torchvision state dict; ValueError on any mismatch.
@@ -83,6 +85,7 @@ class Segmenter(nn.Module):
         else:
             own = {k: v for k, v in state.items() if not k.startswith("fc.")}
         backbone = self.net.backbone
+        assert isinstance(backbone, nn.Module)
         try:
             missing, unexpected = backbone.load_state_dict(own, strict=False)
         except RuntimeError as e:  # shape mismatches raise even when strict=False

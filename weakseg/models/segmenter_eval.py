@@ -44,8 +44,7 @@ def evaluate_segmenter(model: nn.Module, dataset: VOCDataset, device: torch.devi
         raise DataError(f"{dataset.split_path}: no image of this split has a ground-truth mask in SegmentationClass/")
     model.eval()
     for image_id in tqdm(ids, desc="evaluate", unit="img", disable=not progress, leave=False):
-        gt = dataset.mask(image_id)
-        acc.add(gt, segment(model, dataset.image(image_id), device, cfg))
+        acc.add(dataset.require_mask(image_id), segment(model, dataset.image(image_id), device, cfg))
     ious = iou_per_class(acc.matrix)
     return SegmenterEvaluation(miou=miou(acc.matrix), pixel_acc=pixel_accuracy(acc.matrix),
-                               per_class=dict(zip(names, ious.tolist())), images=len(ids), confusion=acc.matrix)
+                               per_class=dict(zip(names, ious.tolist(), strict=True)), images=len(ids), confusion=acc.matrix)

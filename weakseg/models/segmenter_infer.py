@@ -34,7 +34,7 @@ class InferenceConfig:
             raise ValueError(f"max_side must be >= 8, got {self.max_side}")
 
     @classmethod
-    def multiscale(cls, crf: CRFConfig | None = None, max_side: int | None = None) -> "InferenceConfig":
+    def multiscale(cls, crf: CRFConfig | None = None, max_side: int | None = None) -> InferenceConfig:
         """The --multiscale setting: five scales 0.5..1.5 and flips."""
         return cls(scales=MULTISCALE_SCALES, flip=True, crf=crf, max_side=max_side)
 

@@ -46,6 +46,7 @@ def load_segmenter_backbone(model: Segmenter, source: str | os.PathLike) -> None
     if not path.is_file():
         raise CheckpointError(f"{path}: pretrained backbone file not found (weights are never downloaded; "
                               "save torchvision's weights to a file and pass its path)")
+    state: Any
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
