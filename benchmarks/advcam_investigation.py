@@ -192,16 +192,16 @@ def head_accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def part_probes(args, model, device, cache: Path) -> dict:
-    from weakseg.models.resnet_cam import CAMClassifier
+    from weakseg.models.classifier_io import build_classifier_model
 
     cfg = synth_config(args.data)
     n_train = len(VOCDataset(args.data, "train").ids)
     torch.manual_seed(0)
-    random_model = CAMClassifier(model.config).to(device).eval()
+    random_model = build_classifier_model(model.config).to(device).eval()
     backbones = {"trained": (model, model_identity(args.model_file)), "random_init": (random_model, "random-seed0")}
     for spec in args.probe_backbones or []:  # NAME=STATE_DICT: e.g. the self-supervised backbone, before any labels
         name, path = spec.split("=", 1)
-        net = CAMClassifier(model.config).to(device)
+        net = build_classifier_model(model.config).to(device)
         from weakseg.models.pretrained import load_pretrained_backbone
 
         load_pretrained_backbone(net, path)
