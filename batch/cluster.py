@@ -76,8 +76,12 @@ def connect(options: RayOptions, local_cpus: int) -> RaySession:
         return RaySession(started_here=True, remote=True, address=address)
     for key, value in LOCAL_RAY_ENV.items():
         os.environ.setdefault(key, value)
-    ray.init(address="local" if os.environ.get("RAY_ADDRESS") else None, num_cpus=max(1, local_cpus),
-             object_store_memory=options.object_store_mb * 2**20, include_dashboard=False)
+    ray.init(
+        address="local" if os.environ.get("RAY_ADDRESS") else None,
+        num_cpus=max(1, local_cpus),
+        object_store_memory=options.object_store_mb * 2**20,
+        include_dashboard=False,
+    )
     return RaySession(started_here=True, remote=False, address="local")
 
 
@@ -145,12 +149,17 @@ def check_shared_locations(probes: list[Probe], timeout_s: float = 300.0) -> Non
 
     nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
     task = ray.remote(num_cpus=0, max_retries=1)(run_probes)
-    refs = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(probes)
-            for n in nodes]
+    refs = [
+        task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(probes)
+        for n in nodes
+    ]
     lines = []
     for node, (host, problems) in zip(nodes, ray.get(refs, timeout=timeout_s), strict=True):
         lines += [f"node {node.get('NodeManagerAddress', '?')} ({host}): {msg}" for msg in problems]
     if lines:
-        raise WeaksegError("on a Ray cluster --data, --model and --out must be visible to every node (a shared "
-                           "filesystem or an object-store URI): " + "; ".join(lines[:6])
-                           + (f"; and {len(lines) - 6} more" if len(lines) > 6 else ""))
+        raise WeaksegError(
+            "on a Ray cluster --data, --model and --out must be visible to every node (a shared "
+            "filesystem or an object-store URI): "
+            + "; ".join(lines[:6])
+            + (f"; and {len(lines) - 6} more" if len(lines) > 6 else "")
+        )

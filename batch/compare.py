@@ -28,8 +28,12 @@ def _png(store: LocalStore | ArrowStore, key: str) -> np.ndarray | None:
         return np.asarray(img).copy()
 
 
-def compare_outputs(a: str | os.PathLike | LocalStore | ArrowStore, b: str | os.PathLike | LocalStore | ArrowStore, ids: Iterable[str],
-                    atol: float = 1e-6) -> list[str]:
+def compare_outputs(
+    a: str | os.PathLike | LocalStore | ArrowStore,
+    b: str | os.PathLike | LocalStore | ArrowStore,
+    ids: Iterable[str],
+    atol: float = 1e-6,
+) -> list[str]:
     """Differences between two outputs for `ids` (empty when labels are identical and maps agree within atol)."""
     sa, sb = open_store(a), open_store(b)
     problems = []

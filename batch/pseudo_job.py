@@ -78,8 +78,13 @@ class ImageOutcome:
 
     def failure_record(self) -> dict[str, Any]:
         """The failures.jsonl line for a failed image."""
-        return {"id": self.id, "error": self.error, "attempts": self.attempts, "worker": self.worker,
-                "traceback": self.traceback}
+        return {
+            "id": self.id,
+            "error": self.error,
+            "attempts": self.attempts,
+            "worker": self.worker,
+            "traceback": self.traceback,
+        }
 
 
 def done_ids(out: Path | str | LocalStore | ArrowStore) -> set[str]:
@@ -89,8 +94,15 @@ def done_ids(out: Path | str | LocalStore | ArrowStore) -> set[str]:
 
 def job_manifest(job: PseudoJob, classes: list[str]) -> dict[str, Any]:
     """The manifest this job pins its output folder to (method, configuration, model checksum; no execution settings)."""
-    return build_manifest(job.method, job.multiscale, job.labels, file_sha256(job.model), classes,
-                          job.split, str(Path(job.data).resolve()))
+    return build_manifest(
+        job.method,
+        job.multiscale,
+        job.labels,
+        file_sha256(job.model),
+        classes,
+        job.split,
+        str(Path(job.data).resolve()),
+    )
 
 
 def prepare_output(job: PseudoJob, classes: list[str]) -> dict[str, Any]:
@@ -105,8 +117,10 @@ def prepare_output(job: PseudoJob, classes: list[str]) -> dict[str, Any]:
             raise WeaksegError(f"{store.uri}/{MANIFEST}: unreadable manifest ({e}); move the folder aside") from e
         diff = manifest_mismatch(existing, wanted)
         if diff:
-            raise WeaksegError(f"{store.uri}: holds pseudo labels made with a different configuration "
-                               f"(differs in: {', '.join(diff)}); choose another --out or remove it")
+            raise WeaksegError(
+                f"{store.uri}: holds pseudo labels made with a different configuration "
+                f"(differs in: {', '.join(diff)}); choose another --out or remove it"
+            )
     else:
         store.makedirs()
         store.write_bytes(MANIFEST, (json.dumps(wanted, indent=2, sort_keys=True) + "\n").encode())
@@ -138,8 +152,13 @@ def absolute_job(job: PseudoJob) -> PseudoJob:
     shipped to workers, which may run in another folder or on another node."""
     locations = {k: str(Path(v).expanduser().absolute()) for k, v in method_locations(job.method).items() if v}
     method = dataclasses.replace(job.method, **locations) if locations else job.method  # type: ignore[type-var]
-    return dataclasses.replace(job, method=method, model=Path(job.model).expanduser().absolute(),
-                               data=Path(job.data).expanduser().absolute(), out=open_store(job.out))
+    return dataclasses.replace(
+        job,
+        method=method,
+        model=Path(job.model).expanduser().absolute(),
+        data=Path(job.data).expanduser().absolute(),
+        out=open_store(job.out),
+    )
 
 
 def check_job_paths(job: PseudoJob) -> None:
@@ -200,8 +219,10 @@ class FailureStreak:
     def message(self) -> str:
         """Why the job stopped, with the first error of the streak."""
         first = self.first or ImageOutcome("?", False, 0, 0.0)
-        return (f"stopped after {self.count} consecutive failed images (--max-consecutive-failures {self.limit}); "
-                f"the first, {first.id}: {first.error}")
+        return (
+            f"stopped after {self.count} consecutive failed images (--max-consecutive-failures {self.limit}); "
+            f"the first, {first.id}: {first.error}"
+        )
 
 
 def write_result(out: Path | str | LocalStore | ArrowStore, image_id: str, result: PseudoResult) -> None:
@@ -218,8 +239,14 @@ def image_seed(image_id: str) -> int:
     return stable_hash(image_id) & (2**63 - 1)  # torch.manual_seed takes a non-negative int64
 
 
-def process_image(job: PseudoJob, dataset: VOCDataset, model: CAMModel, device: torch.device,
-                  image_id: str, store: LocalStore | ArrowStore | None = None) -> ImageOutcome:
+def process_image(
+    job: PseudoJob,
+    dataset: VOCDataset,
+    model: CAMModel,
+    device: torch.device,
+    image_id: str,
+    store: LocalStore | ArrowStore | None = None,
+) -> ImageOutcome:
     """Compute and write one image, retrying up to job.retries times; failures are returned, not raised."""
     store = store or open_store(job.out)
     t0 = time.perf_counter()
@@ -229,14 +256,28 @@ def process_image(job: PseudoJob, dataset: VOCDataset, model: CAMModel, device: 
         try:
             torch.manual_seed(image_seed(image_id))  # stochastic methods give the same maps on any worker
             image = dataset.image(image_id)
-            result = pseudo_label(job.method, model, image, dataset.label_ids(image_id), job.multiscale, job.labels,
-                                  device, image_key=image_id)
+            result = pseudo_label(
+                job.method,
+                model,
+                image,
+                dataset.label_ids(image_id),
+                job.multiscale,
+                job.labels,
+                device,
+                image_key=image_id,
+            )
             write_result(store, image_id, result)
             return ImageOutcome(image_id, True, attempt, time.perf_counter() - t0)
         except Exception as e:  # recorded per image; the job goes on
             if attempt > job.retries:
-                return ImageOutcome(image_id, False, attempt, time.perf_counter() - t0, error=f"{type(e).__name__}: {e}",
-                                    traceback=traceback.format_exc(limit=4))
+                return ImageOutcome(
+                    image_id,
+                    False,
+                    attempt,
+                    time.perf_counter() - t0,
+                    error=f"{type(e).__name__}: {e}",
+                    traceback=traceback.format_exc(limit=4),
+                )
 
 
 def write_failures(store: LocalStore | ArrowStore, attempted: set[str], failures: list[dict[str, Any]]) -> None:
@@ -256,8 +297,9 @@ def write_failures(store: LocalStore | ArrowStore, attempted: set[str], failures
         store.write_bytes(FAILURES, text.encode())
 
 
-def finish(store: LocalStore | ArrowStore, summary: dict[str, Any], attempted: set[str],
-           failures: list[dict[str, Any]]) -> dict[str, Any]:
+def finish(
+    store: LocalStore | ArrowStore, summary: dict[str, Any], attempted: set[str], failures: list[dict[str, Any]]
+) -> dict[str, Any]:
     """Write failures.jsonl and summary.json; return the summary."""
     write_failures(store, attempted, failures)
     store.write_bytes(SUMMARY, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
@@ -300,12 +342,25 @@ def run_local(job: PseudoJob, device: torch.device, progress: bool = True) -> di
                 break
     finally:
         seconds = time.time() - t0
-        summary = {**counts, "not_run": len(todo) - counts["succeeded"] - counts["failed"], "stopped": stopped,
-                   "method_locations": method_locations(job.method), "seconds": round(seconds, 2),
-                   "images_per_second": round(counts["succeeded"] / seconds, 3) if seconds > 0 else None,
-                   "out": store.uri, "executor": "local", "workers": 0, "threads_per_worker": torch.get_num_threads(),
-                   "per_worker": {"local": {"images": counts["succeeded"], "busy_seconds": round(busy, 2),
-                                            "images_per_second": round(counts["succeeded"] / busy, 3) if busy > 0 else None}}}
+        summary = {
+            **counts,
+            "not_run": len(todo) - counts["succeeded"] - counts["failed"],
+            "stopped": stopped,
+            "method_locations": method_locations(job.method),
+            "seconds": round(seconds, 2),
+            "images_per_second": round(counts["succeeded"] / seconds, 3) if seconds > 0 else None,
+            "out": store.uri,
+            "executor": "local",
+            "workers": 0,
+            "threads_per_worker": torch.get_num_threads(),
+            "per_worker": {
+                "local": {
+                    "images": counts["succeeded"],
+                    "busy_seconds": round(busy, 2),
+                    "images_per_second": round(counts["succeeded"] / busy, 3) if busy > 0 else None,
+                }
+            },
+        }
         finish(store, summary, attempted, failures)
     if stopped:
         raise WeaksegError(f"{stopped} (see {store.uri}/{FAILURES})")

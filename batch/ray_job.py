@@ -55,7 +55,9 @@ from weakseg.models.checkpoint import resolve_weights
 from weakseg.pseudo import method_locations
 
 
-def plan_workers(options: RayOptions, device: str, cpus: float, gpus: float, todo: int, strict: bool) -> tuple[int, float]:
+def plan_workers(
+    options: RayOptions, device: str, cpus: float, gpus: float, todo: int, strict: bool
+) -> tuple[int, float]:
     """(workers, GPUs per worker) from the options and the CPUs/GPUs available; strict: refuse what cannot run here."""
     requested = options.gpus_per_worker
     if device not in ("cpu", "cuda", "auto"):
@@ -82,13 +84,24 @@ def location_probes(job: PseudoJob, dataset: VOCDataset) -> list[Probe]:
     """What every node must see as the driver does: split list, weights file, the manifest just written."""
     store = open_store(job.out)
     manifest = store.read_bytes(MANIFEST) or b""
-    probes = [Probe("--data", path=str(dataset.split_path.absolute()), fingerprint=file_fingerprint(dataset.split_path)),
-              Probe("--model", path=str(resolve_weights(job.model)), fingerprint=file_fingerprint(resolve_weights(job.model))),
-              Probe("--out", store=store, key=MANIFEST, fingerprint=fingerprint(manifest, len(manifest)))]
+    probes = [
+        Probe("--data", path=str(dataset.split_path.absolute()), fingerprint=file_fingerprint(dataset.split_path)),
+        Probe(
+            "--model", path=str(resolve_weights(job.model)), fingerprint=file_fingerprint(resolve_weights(job.model))
+        ),
+        Probe("--out", store=store, key=MANIFEST, fingerprint=fingerprint(manifest, len(manifest))),
+    ]
     if dataset.labels_path is not None:
-        probes.append(Probe("--labels", path=str(dataset.labels_path.absolute()), fingerprint=file_fingerprint(dataset.labels_path)))
-    probes += [Probe(method_flag(job.method, k), path=v, fingerprint=DIR_FINGERPRINT)
-               for k, v in method_locations(job.method).items() if v]
+        probes.append(
+            Probe(
+                "--labels", path=str(dataset.labels_path.absolute()), fingerprint=file_fingerprint(dataset.labels_path)
+            )
+        )
+    probes += [
+        Probe(method_flag(job.method, k), path=v, fingerprint=DIR_FINGERPRINT)
+        for k, v in method_locations(job.method).items()
+        if v
+    ]
     return probes
 
 
@@ -97,8 +110,12 @@ def _start_workers(job: PseudoJob, options: RayOptions, workers: int, gpus: floa
 
     env = fault_env()
     cls = ray.remote(PseudoWorker).options(
-        num_cpus=options.threads_per_worker, num_gpus=gpus, max_restarts=options.max_worker_restarts,
-        max_task_retries=job.retries, runtime_env={"env_vars": env} if env else None)
+        num_cpus=options.threads_per_worker,
+        num_gpus=gpus,
+        max_restarts=options.max_worker_restarts,
+        max_task_retries=job.retries,
+        runtime_env={"env_vars": env} if env else None,
+    )
     return [cls.remote(job, rank, worker_device(device, gpus), options.threads_per_worker) for rank in range(workers)]
 
 
@@ -112,8 +129,11 @@ def _wait_ready(actors: list, options: RayOptions, gpus: float) -> list[dict[str
         done, waiting = ray.wait(refs, num_returns=len(refs), timeout=60)
         if not waiting:
             break
-        print(f"weakseg: waiting for {len(waiting)}/{len(refs)} workers ({options.threads_per_worker} CPU, {gpus:g} GPU "
-              f"each; {time.time() - t0:.0f}s; cluster has {ray.cluster_resources()})", file=sys.stderr)
+        print(
+            f"weakseg: waiting for {len(waiting)}/{len(refs)} workers ({options.threads_per_worker} CPU, {gpus:g} GPU "
+            f"each; {time.time() - t0:.0f}s; cluster has {ray.cluster_resources()})",
+            file=sys.stderr,
+        )
     try:
         return ray.get(refs)
     except ray.exceptions.RayError as e:
@@ -122,8 +142,7 @@ def _wait_ready(actors: list, options: RayOptions, gpus: float) -> list[dict[str
         raise WeaksegError(f"a pseudo-label worker could not start: {cause}") from e
 
 
-def _dispatch(actors: list, todo: list[str], job: PseudoJob, options: RayOptions, bar: tqdm,
-              record: Any) -> list[str]:
+def _dispatch(actors: list, todo: list[str], job: PseudoJob, options: RayOptions, bar: tqdm, record: Any) -> list[str]:
     """Keep every worker's queue filled until all ids are processed; returns ids left unrun (all workers gone).
 
     `record(outcome)` returning True stops the dispatch at once (the images still queued are abandoned).
@@ -157,11 +176,23 @@ def _dispatch(actors: list, todo: list[str], job: PseudoJob, options: RayOptions
                     requeued.add(image_id)
                     pending.appendleft(image_id)
                     continue
-                outcome = ImageOutcome(image_id, False, job.retries + 1, 0.0, worker=k,
-                                       error=f"WorkerDied: {(str(e).splitlines() or [''])[0]}")
+                outcome = ImageOutcome(
+                    image_id,
+                    False,
+                    job.retries + 1,
+                    0.0,
+                    worker=k,
+                    error=f"WorkerDied: {(str(e).splitlines() or [''])[0]}",
+                )
             except ray.exceptions.RayError as e:  # its worker died on it more than job.retries times, or a system error
-                outcome = ImageOutcome(image_id, False, job.retries + 1, 0.0, worker=k,
-                                       error=f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}")
+                outcome = ImageOutcome(
+                    image_id,
+                    False,
+                    job.retries + 1,
+                    0.0,
+                    worker=k,
+                    error=f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}",
+                )
             stop = record(outcome)
             bar.update(1)
             if stop:
@@ -185,7 +216,9 @@ def _attach(options: RayOptions, device: str, n_todo: int) -> tuple[RaySession, 
         return connect(options, local_cpus=workers * options.threads_per_worker), workers, gpus
     session = connect(options, local_cpus=0)
     res = ray.cluster_resources()
-    workers, gpus = plan_workers(options, device, res.get("CPU", 0), res.get("GPU", 0), n_todo, strict=not session.remote)
+    workers, gpus = plan_workers(
+        options, device, res.get("CPU", 0), res.get("GPU", 0), n_todo, strict=not session.remote
+    )
     return session, workers, gpus
 
 
@@ -204,7 +237,9 @@ def _restarted_ranks(actors: list) -> list[int]:
     return ranks
 
 
-def run_ray(job: PseudoJob, options: RayOptions = RayOptions(), device: str = "auto", progress: bool = True) -> dict[str, Any]:
+def run_ray(
+    job: PseudoJob, options: RayOptions = RayOptions(), device: str = "auto", progress: bool = True
+) -> dict[str, Any]:
     """Run the job on Ray (local in-process or a cluster); returns the summary (also <out>/summary.json)."""
     if options.threads_per_worker < 1:
         raise WeaksegError(f"--threads-per-worker must be >= 1, got {options.threads_per_worker}")
@@ -226,8 +261,13 @@ def run_ray(job: PseudoJob, options: RayOptions = RayOptions(), device: str = "a
     failures: list[dict[str, Any]] = []
     attempted: set[str] = set()
     per_worker: dict[int, dict[str, Any]] = defaultdict(lambda: {"images": 0, "failed": 0, "busy_seconds": 0.0})
-    summary: dict[str, Any] = {"executor": "ray", "out": store.uri, "threads_per_worker": options.threads_per_worker,
-                               "method_locations": method_locations(job.method), "stopped": None}
+    summary: dict[str, Any] = {
+        "executor": "ray",
+        "out": store.uri,
+        "threads_per_worker": options.threads_per_worker,
+        "method_locations": method_locations(job.method),
+        "stopped": None,
+    }
     streak = FailureStreak(job.max_consecutive_failures)
     session: RaySession | None = None
     actors: list = []
@@ -255,27 +295,44 @@ def run_ray(job: PseudoJob, options: RayOptions = RayOptions(), device: str = "a
             infos = _wait_ready(actors, options, gpus)
             summary["startup_seconds"] = round(time.time() - t_start, 2)
             t_compute = time.time()
-            with tqdm(total=len(todo), unit="img", desc=f"{job.method.name} pseudo labels ({workers} workers)",
-                      disable=not progress, file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 10) as bar:
+            with tqdm(
+                total=len(todo),
+                unit="img",
+                desc=f"{job.method.name} pseudo labels ({workers} workers)",
+                disable=not progress,
+                file=sys.stderr,
+                mininterval=0.5 if sys.stderr.isatty() else 10,
+            ) as bar:
                 left = _dispatch(actors, todo, job, options, bar, record)
             if streak.tripped:
                 summary["stopped"] = streak.message()
                 raise WeaksegError(f"{summary['stopped']} (see {store.uri}/{FAILURES})")
             summary["workers_restarted"] = _restarted_ranks(actors)
             if left:
-                raise WeaksegError(f"every worker died; {len(left)} images were not run (see failures.jsonl and the Ray logs)")
+                raise WeaksegError(
+                    f"every worker died; {len(left)} images were not run (see failures.jsonl and the Ray logs)"
+                )
     finally:
         compute = time.time() - t_compute
         counts["not_run"] = len(todo) - counts["succeeded"] - counts["failed"]
         summary.update(counts)
         summary["seconds"] = round(time.time() - t_start, 2)
         summary["compute_seconds"] = round(compute, 2)
-        summary["images_per_second"] = round(counts["succeeded"] / compute, 3) if compute > 0 and counts["succeeded"] else None
+        summary["images_per_second"] = (
+            round(counts["succeeded"] / compute, 3) if compute > 0 and counts["succeeded"] else None
+        )
         summary["per_worker"] = {
-            str(rank): {"images": stats["images"], "failed": stats["failed"], "busy_seconds": round(stats["busy_seconds"], 2),
-                        "images_per_second": round(stats["images"] / stats["busy_seconds"], 3) if stats["busy_seconds"] else None,
-                        **({"host": infos[rank]["host"], "device": infos[rank]["device"]} if 0 <= rank < len(infos) else {})}
-            for rank, stats in sorted(per_worker.items())}
+            str(rank): {
+                "images": stats["images"],
+                "failed": stats["failed"],
+                "busy_seconds": round(stats["busy_seconds"], 2),
+                "images_per_second": round(stats["images"] / stats["busy_seconds"], 3)
+                if stats["busy_seconds"]
+                else None,
+                **({"host": infos[rank]["host"], "device": infos[rank]["device"]} if 0 <= rank < len(infos) else {}),
+            }
+            for rank, stats in sorted(per_worker.items())
+        }
         finish(store, summary, attempted, failures)
         _release(actors, session)
     return summary

@@ -163,7 +163,11 @@ class ArrowStore:
         """Names of the complete objects directly under a folder."""
         import pyarrow.fs as pafs
 
-        return {i.base_name for i in self._infos(folder) if i.type == pafs.FileType.File and not is_partial_name(i.base_name)}
+        return {
+            i.base_name
+            for i in self._infos(folder)
+            if i.type == pafs.FileType.File and not is_partial_name(i.base_name)
+        }
 
     def sweep_partials(self, folder: str) -> int:
         """Delete abandoned temporary objects under a folder; returns how many."""

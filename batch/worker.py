@@ -52,8 +52,14 @@ class PseudoWorker:
         """Where this worker runs (node, pid, device, threads); the driver waits on it before dispatching."""
         import torch
 
-        return {"rank": self.rank, "host": socket.gethostname(), "pid": os.getpid(), "device": str(self.device),
-                "threads": torch.get_num_threads(), "restarted": self.restarted}
+        return {
+            "rank": self.rank,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "device": str(self.device),
+            "threads": torch.get_num_threads(),
+            "restarted": self.restarted,
+        }
 
     def process(self, image_id: str) -> ImageOutcome:
         """Compute and write one image; failures come back as an outcome, never as an exception."""

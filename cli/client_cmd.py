@@ -14,7 +14,9 @@ from weakseg.errors import WeaksegError
 
 def _connection_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server", default="127.0.0.1:8001", help="host:port of a weakseg server")
-    p.add_argument("--api-key-file", type=Path, default=None, help="file holding the API key (its first non-comment line)")
+    p.add_argument(
+        "--api-key-file", type=Path, default=None, help="file holding the API key (its first non-comment line)"
+    )
     p.add_argument("--tls-ca", type=Path, default=None, help="CA certificate of the server (turns TLS on)")
     p.add_argument("--tls-cert", type=Path, default=None, help="client certificate for mutual TLS")
     p.add_argument("--tls-key", type=Path, default=None, help="client key for mutual TLS")
@@ -26,11 +28,15 @@ def _image_options(p: argparse.ArgumentParser, model_help: str) -> None:
     p.add_argument("image", type=Path, help="PNG or JPEG file")
     p.add_argument("--model", required=True, help=model_help)
     p.add_argument("--model-version", default="", help="model version (default: the loaded one)")
-    p.add_argument("--out", type=Path, required=True, help="output PNG (several classes: one file each, suffixed _<label>)")
+    p.add_argument(
+        "--out", type=Path, required=True, help="output PNG (several classes: one file each, suffixed _<label>)"
+    )
 
 
 def _explain_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", default="cam", help="cam (single-scale, exported graph) | gradcam | advcam (embedded backend)")
+    p.add_argument(
+        "--method", default="cam", help="cam (single-scale, exported graph) | gradcam | advcam (embedded backend)"
+    )
     p.add_argument("--classes", type=int, nargs="*", default=[], help="class ids 1..C (default: the top-k predicted)")
     p.add_argument("--top-k", type=int, default=1, help="classes explained when --classes is empty")
     p.add_argument("--advcam-steps", type=int, default=0, help="AdvCAM steps (0 = the server's default)")
@@ -73,8 +79,16 @@ def _client(args: argparse.Namespace):
             key = first_key(args.api_key_file)
         except ValueError as e:
             raise WeaksegError(str(e)) from e
-    return Client(ClientOptions(address=args.server, api_key=key, tls_ca=args.tls_ca, tls_cert=args.tls_cert,
-                                tls_key=args.tls_key, timeout_s=args.timeout))
+    return Client(
+        ClientOptions(
+            address=args.server,
+            api_key=key,
+            tls_ca=args.tls_ca,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            timeout_s=args.timeout,
+        )
+    )
 
 
 def _call(args: argparse.Namespace, rpc: str, request):
@@ -113,12 +127,33 @@ def run_segment(args: argparse.Namespace) -> int:
     from serving.api import segmentation_pb2 as pb
     from weakseg.io import atomic_write_bytes
 
-    r = _call(args, "Segment", pb.SegmentRequest(request_id=args.request_id, model=args.model,
-                                                 model_version=args.model_version, image=_image(args)))
+    r = _call(
+        args,
+        "Segment",
+        pb.SegmentRequest(
+            request_id=args.request_id, model=args.model, model_version=args.model_version, image=_image(args)
+        ),
+    )
     atomic_write_bytes(args.out, r.mask_png)
-    print(json.dumps({**_header(r), "out": str(args.out), "height": r.height, "width": r.width,
-                      "present": [{"class_id": s.class_id, "label": s.label, "pixel_fraction": round(s.pixel_fraction, 5),
-                                   "score": round(s.score, 5)} for s in r.present]}))
+    print(
+        json.dumps(
+            {
+                **_header(r),
+                "out": str(args.out),
+                "height": r.height,
+                "width": r.width,
+                "present": [
+                    {
+                        "class_id": s.class_id,
+                        "label": s.label,
+                        "pixel_fraction": round(s.pixel_fraction, 5),
+                        "score": round(s.score, 5),
+                    }
+                    for s in r.present
+                ],
+            }
+        )
+    )
     return 0
 
 
@@ -127,15 +162,35 @@ def run_explain(args: argparse.Namespace) -> int:
     from serving.api import segmentation_pb2 as pb
     from weakseg.io import atomic_write_bytes, encode_png
 
-    r = _call(args, "Explain", pb.ExplainRequest(request_id=args.request_id, model=args.model, model_version=args.model_version,
-                                                 image=_image(args), method=args.method, target_classes=args.classes,
-                                                 top_k=args.top_k, advcam_steps=args.advcam_steps))
+    r = _call(
+        args,
+        "Explain",
+        pb.ExplainRequest(
+            request_id=args.request_id,
+            model=args.model,
+            model_version=args.model_version,
+            image=_image(args),
+            method=args.method,
+            target_classes=args.classes,
+            top_k=args.top_k,
+            advcam_steps=args.advcam_steps,
+        ),
+    )
     paths = _outputs(args.out, [m.label for m in r.maps])
     for m, path in zip(r.maps, paths, strict=True):
         atomic_write_bytes(path, encode_png(np.frombuffer(m.data, np.uint8).reshape(r.height, r.width)))
-    print(json.dumps({**_header(r), "method": r.method, "maps": [{"class_id": m.class_id, "label": m.label,
-                                                                  "score": round(m.score, 5), "out": str(p)}
-                                                                 for m, p in zip(r.maps, paths, strict=True)]}))
+    print(
+        json.dumps(
+            {
+                **_header(r),
+                "method": r.method,
+                "maps": [
+                    {"class_id": m.class_id, "label": m.label, "score": round(m.score, 5), "out": str(p)}
+                    for m, p in zip(r.maps, paths, strict=True)
+                ],
+            }
+        )
+    )
     return 0
 
 
@@ -145,15 +200,37 @@ def run_overlay(args: argparse.Namespace) -> int:
     from weakseg.io import atomic_write_bytes
 
     kind = pb.OVERLAY_KIND_MASK if args.kind == "mask" else pb.OVERLAY_KIND_ATTRIBUTION
-    r = _call(args, "Overlay", pb.OverlayRequest(request_id=args.request_id, model=args.model, model_version=args.model_version,
-                                                 image=_image(args), kind=kind, method=args.method,
-                                                 target_classes=args.classes, top_k=args.top_k, colormap=args.colormap,
-                                                 opacity=args.opacity, advcam_steps=args.advcam_steps))
+    r = _call(
+        args,
+        "Overlay",
+        pb.OverlayRequest(
+            request_id=args.request_id,
+            model=args.model,
+            model_version=args.model_version,
+            image=_image(args),
+            kind=kind,
+            method=args.method,
+            target_classes=args.classes,
+            top_k=args.top_k,
+            colormap=args.colormap,
+            opacity=args.opacity,
+            advcam_steps=args.advcam_steps,
+        ),
+    )
     paths = _outputs(args.out, [o.label for o in r.overlays])
     for o, path in zip(r.overlays, paths, strict=True):
         atomic_write_bytes(path, o.png)
-    print(json.dumps({**_header(r), "overlays": [{"class_id": o.class_id, "label": o.label, "out": str(p)}
-                                                 for o, p in zip(r.overlays, paths, strict=True)]}))
+    print(
+        json.dumps(
+            {
+                **_header(r),
+                "overlays": [
+                    {"class_id": o.class_id, "label": o.label, "out": str(p)}
+                    for o, p in zip(r.overlays, paths, strict=True)
+                ],
+            }
+        )
+    )
     return 0
 
 

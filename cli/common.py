@@ -9,21 +9,26 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     """Shows every option's default in --help and keeps description line breaks."""
 
 
-def add_parser(sub: argparse._SubParsersAction, name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
+def add_parser(
+    sub: argparse._SubParsersAction, name: str, help: str, description: str | None = None
+) -> argparse.ArgumentParser:
     """Add a subcommand parser with the shared help formatter."""
     return sub.add_parser(name, help=help, description=description or help, formatter_class=HelpFormatter)
 
 
 def add_device(p: argparse.ArgumentParser) -> None:
     """Add --device cpu|cuda|auto."""
-    p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"],
-                   help="compute device; auto picks cuda when available")
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=["cpu", "cuda", "auto"],
+        help="compute device; auto picks cuda when available",
+    )
 
 
 def add_threads(p: argparse.ArgumentParser) -> None:
     """Add --threads (torch intra-op threads)."""
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's own choice)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
 
 
 TRUE_WORDS = ("true", "1", "yes", "on")
@@ -37,4 +42,6 @@ def parse_bool(text: str) -> bool:
         return True
     if word in FALSE_WORDS:
         return False
-    raise argparse.ArgumentTypeError(f"expected a boolean ({'/'.join(TRUE_WORDS)} or {'/'.join(FALSE_WORDS)}), got {text!r}")
+    raise argparse.ArgumentTypeError(
+        f"expected a boolean ({'/'.join(TRUE_WORDS)} or {'/'.join(FALSE_WORDS)}), got {text!r}"
+    )

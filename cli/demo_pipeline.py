@@ -65,8 +65,10 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         if not (data / "synth.json").exists():
             generate(SynthConfig(seed=cfg.seed), data, workers=2)
     with _stage(cfg, "train"):
-        train_classifier(ClassifierJob(data=data, out=run_dir, val_split=None,
-                                       train=TrainConfig(epochs=cfg.epochs, seed=cfg.seed)), device)
+        train_classifier(
+            ClassifierJob(data=data, out=run_dir, val_split=None, train=TrainConfig(epochs=cfg.epochs, seed=cfg.seed)),
+            device,
+        )
 
     multiscale = MultiScale(scales=cfg.scales, flip=True)
     crf = CRFConfig()
@@ -76,31 +78,62 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     for name in cfg.methods:
         folder = out / "pseudo" / name
         with _stage(cfg, "pseudo"):
-            summary = run_local(PseudoJob(method=build_method(name), model=run_dir, data=data, split="train", out=folder,
-                                          multiscale=multiscale, labels=LabelConfig(crf=crf), limit=cfg.eval_images), device)
+            summary = run_local(
+                PseudoJob(
+                    method=build_method(name),
+                    model=run_dir,
+                    data=data,
+                    split="train",
+                    out=folder,
+                    multiscale=multiscale,
+                    labels=LabelConfig(crf=crf),
+                    limit=cfg.eval_images,
+                ),
+                device,
+            )
         with _stage(cfg, "evaluate"):
             ev = evaluate_seed_folder(dataset, folder, crf)
             ids = ev.ids
-            labels = evaluate_labels(((dataset.require_mask(i), folder / "labels" / f"{i}.png") for i in ids), dataset.classes)
+            labels = evaluate_labels(
+                ((dataset.require_mask(i), folder / "labels" / f"{i}.png") for i in ids), dataset.classes
+            )
         results[name] = {"seeds": ev.to_json(), "labels": labels.to_json(), "pseudo": summary}
-        rows.append({"method": name, "seed mIoU": ev.plain.miou, "best t": ev.plain.threshold,
-                     "precision": ev.plain.precision, "recall": ev.plain.recall, "F1": ev.plain.f1,
-                     "seed+CRF mIoU": ev.crf.miou if ev.crf else None,
-                     "CRF gain": (ev.crf.miou - ev.plain.miou) if ev.crf else None,
-                     "label mIoU": labels.miou, "label 255 share": labels.ignored_fraction})
+        rows.append(
+            {
+                "method": name,
+                "seed mIoU": ev.plain.miou,
+                "best t": ev.plain.threshold,
+                "precision": ev.plain.precision,
+                "recall": ev.plain.recall,
+                "F1": ev.plain.f1,
+                "seed+CRF mIoU": ev.crf.miou if ev.crf else None,
+                "CRF gain": (ev.crf.miou - ev.plain.miou) if ev.crf else None,
+                "label mIoU": labels.miou,
+                "label 255 share": labels.ignored_fraction,
+            }
+        )
 
     with _stage(cfg, "segmenter"):
         from training.segmenter import SegmenterJob, train_evaluate_export
 
-        seg_job = SegmenterJob(data=data, labels=str(out / "pseudo" / cfg.methods[0]), out=out / "runs" / "segmenter",
-                               val_split=None, train=TrainConfig(epochs=cfg.segmenter_epochs, batch_size=8, lr=2e-3, seed=cfg.seed))
+        seg_job = SegmenterJob(
+            data=data,
+            labels=str(out / "pseudo" / cfg.methods[0]),
+            out=out / "runs" / "segmenter",
+            val_split=None,
+            train=TrainConfig(epochs=cfg.segmenter_epochs, batch_size=8, lr=2e-3, seed=cfg.seed),
+        )
         results["segmenter"] = train_evaluate_export(seg_job, device, repo=out / "model_repository", name="segmenter")
     with _stage(cfg, "report"):
         report = _write_report(cfg, dataset, rows, results)
-    summary = {"report": str(report), "timings_s": cfg.timings, "total_s": round(sum(cfg.timings.values()), 1),
-               "methods": {r["method"]: {k: v for k, v in r.items() if k != "method"} for r in rows},
-               "segmenter_val_miou": results["segmenter"]["eval"]["miou"],
-               "model_repository": str(out / "model_repository")}
+    summary = {
+        "report": str(report),
+        "timings_s": cfg.timings,
+        "total_s": round(sum(cfg.timings.values()), 1),
+        "methods": {r["method"]: {k: v for k, v in r.items() if k != "method"} for r in rows},
+        "segmenter_val_miou": results["segmenter"]["eval"]["miou"],
+        "model_repository": str(out / "model_repository"),
+    }
     atomic_write_json(out / "summary.json", summary)
     return summary
 
@@ -122,19 +155,30 @@ def _write_report(cfg: DemoConfig, dataset: VOCDataset, rows: list[dict], result
     atomic_save_png(figures / "methods.png", tile(grid, captions))
     budget = [{"stage": k, "seconds": v, "budget s": STAGE_BUDGET_S.get(k)} for k, v in cfg.timings.items()]
     sections = [
-        Section("Methods against ground truth",
-                f"Synthetic benchmark (seed {cfg.seed}), first {cfg.eval_images} train images, classifier trained "
-                f"{cfg.epochs} epochs from scratch on image-level labels only. Seed mIoU is the best over a background-"
-                "threshold sweep (diagnostic); labels use fixed thresholds 0.30/0.05 and the dense CRF.", tables=[rows]),
+        Section(
+            "Methods against ground truth",
+            f"Synthetic benchmark (seed {cfg.seed}), first {cfg.eval_images} train images, classifier trained "
+            f"{cfg.epochs} epochs from scratch on image-level labels only. Seed mIoU is the best over a background-"
+            "threshold sweep (diagnostic); labels use fixed thresholds 0.30/0.05 and the dense CRF.",
+            tables=[rows],
+        ),
         Section("Pictures", images=[(figures / "methods.png", "image | ground truth | maps | pseudo label")]),
-        Section("Segmenter on pseudo labels",
-                f"LR-ASPP MobileNetV3 trained {cfg.segmenter_epochs} epochs from scratch on the {cfg.methods[0]}+CRF pseudo "
-                f"labels of those {cfg.eval_images} images, evaluated on the val split, exported to a Triton model "
-                f"repository at `{out / 'model_repository'}` (ONNX, parity-checked). A demo-sized run: "
-                "`benchmarks/segmenter_ratio.py` trains properly and reports the weak/full ratio.",
-                tables=[[{"val mIoU": results["segmenter"]["eval"]["miou"],
-                          "pixel acc": results["segmenter"]["eval"]["pixel_acc"],
-                          "train s": results["segmenter"]["train_seconds"]}]]),
+        Section(
+            "Segmenter on pseudo labels",
+            f"LR-ASPP MobileNetV3 trained {cfg.segmenter_epochs} epochs from scratch on the {cfg.methods[0]}+CRF pseudo "
+            f"labels of those {cfg.eval_images} images, evaluated on the val split, exported to a Triton model "
+            f"repository at `{out / 'model_repository'}` (ONNX, parity-checked). A demo-sized run: "
+            "`benchmarks/segmenter_ratio.py` trains properly and reports the weak/full ratio.",
+            tables=[
+                [
+                    {
+                        "val mIoU": results["segmenter"]["eval"]["miou"],
+                        "pixel acc": results["segmenter"]["eval"]["pixel_acc"],
+                        "train s": results["segmenter"]["train_seconds"],
+                    }
+                ]
+            ],
+        ),
         Section("Stage timings", tables=[budget]),
     ]
     atomic_write_json(out / "results.json", results)

@@ -18,11 +18,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     esub = ev.add_subparsers(dest="target", metavar="TARGET")
     esub.required = True
 
-    p = add_parser(esub, "seeds", "seed mIoU over a background-threshold sweep, precision/recall/F1, optional CRF, Markdown report")
-    p.add_argument("--data", type=Path, required=True, help="VOC2012-layout dataset folder with SegmentationClass masks")
+    p = add_parser(
+        esub, "seeds", "seed mIoU over a background-threshold sweep, precision/recall/F1, optional CRF, Markdown report"
+    )
+    p.add_argument(
+        "--data", type=Path, required=True, help="VOC2012-layout dataset folder with SegmentationClass masks"
+    )
     p.add_argument("--split", default="train", help="split name or list file (images without maps are skipped)")
     p.add_argument("--maps", type=Path, required=True, help="pseudo-label output folder (or its maps/ folder)")
-    p.add_argument("--crf", action="store_true", help="also evaluate CRF-refined seeds (thresholds within --crf-window of the best)")
+    p.add_argument(
+        "--crf",
+        action="store_true",
+        help="also evaluate CRF-refined seeds (thresholds within --crf-window of the best)",
+    )
     p.add_argument("--crf-window", type=float, default=0.1, help="CRF sweep half-width around the best plain threshold")
     p.add_argument("--report", type=Path, default=None, help="Markdown report path (default: <maps>/seed_report.md)")
     p.add_argument("--examples", type=int, default=6, help="images shown in the report's overlay figure")

@@ -20,8 +20,13 @@ def _flag(method: str, field: str) -> str:
 def add_method_options(p: argparse.ArgumentParser, default: str = "cam") -> None:
     """Add --method, the multi-scale options and every method's hyper-parameters."""
     p.add_argument("--method", default=default, choices=sorted(METHODS), help="attribution method")
-    p.add_argument("--scales", type=float, nargs="+", default=list(MultiScale().scales),
-                   help="inference scales whose maps are summed")
+    p.add_argument(
+        "--scales",
+        type=float,
+        nargs="+",
+        default=list(MultiScale().scales),
+        help="inference scales whose maps are summed",
+    )
     p.add_argument("--no-flip", action="store_true", help="do not add horizontally flipped inference")
     for name, cls in sorted(METHODS.items()):
         if not dataclasses.is_dataclass(cls):

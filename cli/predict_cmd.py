@@ -15,14 +15,22 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `predict`."""
-    p = add_parser(sub, "predict", "segment a folder of images with a trained segmenter into VOC-palette mask PNGs",
-                   description="Writes <out>/<stem>.png (palette PNG: 0 background, i = i-th class) for every image "
-                               "in --images (not recursive), and with --overlay <out>/overlays/<stem>.png.")
+    p = add_parser(
+        sub,
+        "predict",
+        "segment a folder of images with a trained segmenter into VOC-palette mask PNGs",
+        description="Writes <out>/<stem>.png (palette PNG: 0 background, i = i-th class) for every image "
+        "in --images (not recursive), and with --overlay <out>/overlays/<stem>.png.",
+    )
     p.add_argument("--model", type=Path, required=True, help="segmenter run folder or .safetensors file")
     p.add_argument("--images", type=Path, required=True, help="folder of images (jpg, png, bmp, webp, tif)")
     p.add_argument("--out", type=Path, required=True, help="output folder for masks")
     p.add_argument("--overlay", action="store_true", help="also write colour overlays of the masks on the images")
-    p.add_argument("--skip-bad", action="store_true", help="skip images that do not decode (listed in the summary) instead of stopping")
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip images that do not decode (listed in the summary) instead of stopping",
+    )
     add_inference_options(p)
     add_device(p)
     add_threads(p)
@@ -78,6 +86,15 @@ def run(args: argparse.Namespace) -> int:
         if args.overlay:
             atomic_save_png(args.out / "overlays" / f"{path.stem}.png", mask_overlay(image, mask))
         written += 1
-    print(json.dumps({"out": str(args.out), "images": len(files), "written": written, "skipped": skipped,
-                      "classes": ["background", *classes]}))
+    print(
+        json.dumps(
+            {
+                "out": str(args.out),
+                "images": len(files),
+                "written": written,
+                "skipped": skipped,
+                "classes": ["background", *classes],
+            }
+        )
+    )
     return 0

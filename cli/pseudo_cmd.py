@@ -14,9 +14,18 @@ from weakseg.errors import WeaksegError
 
 def add_label_options(p: argparse.ArgumentParser) -> None:
     """--fg-thresh/--bg-thresh/--crf: how maps become label PNGs."""
-    p.add_argument("--fg-thresh", type=float, default=0.30, help="foreground where the best class map exceeds this (IRN: 0.30)")
-    p.add_argument("--bg-thresh", type=float, default=0.05, help="background where every class map is below this (IRN: 0.05); 255 in between")
-    p.add_argument("--crf", action="store_true", help="refine the foreground and background seeds with the dense CRF (IRN's rule)")
+    p.add_argument(
+        "--fg-thresh", type=float, default=0.30, help="foreground where the best class map exceeds this (IRN: 0.30)"
+    )
+    p.add_argument(
+        "--bg-thresh",
+        type=float,
+        default=0.05,
+        help="background where every class map is below this (IRN: 0.05); 255 in between",
+    )
+    p.add_argument(
+        "--crf", action="store_true", help="refine the foreground and background seeds with the dense CRF (IRN's rule)"
+    )
 
 
 def label_config_from_args(args: argparse.Namespace):
@@ -32,16 +41,33 @@ def label_config_from_args(args: argparse.Namespace):
 def add_execution_options(p: argparse.ArgumentParser) -> None:
     """--workers/--threads-per-worker/--gpus-per-worker/--address: how the job runs (never part of the manifest)."""
     g = p.add_argument_group("execution (Ray)")
-    g.add_argument("--workers", type=int, default=None,
-                   help="Ray workers, each holding the model (default: one per GPU, else CPUs // threads-per-worker); "
-                        "0 runs in this process without Ray")
-    g.add_argument("--threads-per-worker", "--threads", dest="threads_per_worker", type=int, default=None,
-                   help="torch CPU threads per worker, also its Ray CPU request (default 1 on Ray; torch's choice with --workers 0)")
-    g.add_argument("--gpus-per-worker", type=float, default=None,
-                   help="GPUs per worker, fractions share a GPU (default: 1 with --device cuda, or auto when GPUs exist; else 0)")
-    g.add_argument("--address", default=None,
-                   help="Ray cluster to run on (ray://host:10001, host:6379 or auto); default RAY_ADDRESS, else a local "
-                        "Ray started in-process ('local' forces that)")
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="Ray workers, each holding the model (default: one per GPU, else CPUs // threads-per-worker); "
+        "0 runs in this process without Ray",
+    )
+    g.add_argument(
+        "--threads-per-worker",
+        "--threads",
+        dest="threads_per_worker",
+        type=int,
+        default=None,
+        help="torch CPU threads per worker, also its Ray CPU request (default 1 on Ray; torch's choice with --workers 0)",
+    )
+    g.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        default=None,
+        help="GPUs per worker, fractions share a GPU (default: 1 with --device cuda, or auto when GPUs exist; else 0)",
+    )
+    g.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to run on (ray://host:10001, host:6379 or auto); default RAY_ADDRESS, else a local "
+        "Ray started in-process ('local' forces that)",
+    )
     g.add_argument("--object-store-mb", type=int, default=512, help="object store size of a local Ray instance")
 
 
@@ -49,24 +75,42 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add `pseudo`."""
     from batch.pseudo_job import DEFAULT_MAX_CONSECUTIVE_FAILURES, DEFAULT_RETRIES
 
-    p = add_parser(sub, "pseudo", "generate attribution maps (maps/<id>.npz) and pseudo labels (labels/<id>.png) for a split",
-                   description="Generate attribution maps and pseudo labels for a split, on a local Ray started "
-                               "in-process (default), an existing Ray cluster (--address / RAY_ADDRESS) or in this "
-                               "process (--workers 0). Re-running skips finished images; prints a JSON summary; exit "
-                               "status 1 if any image failed (see <out>/failures.jsonl).")
-    p.add_argument("--model", required=True, help="classifier run folder or .safetensors file (on a cluster: a shared path)")
+    p = add_parser(
+        sub,
+        "pseudo",
+        "generate attribution maps (maps/<id>.npz) and pseudo labels (labels/<id>.png) for a split",
+        description="Generate attribution maps and pseudo labels for a split, on a local Ray started "
+        "in-process (default), an existing Ray cluster (--address / RAY_ADDRESS) or in this "
+        "process (--workers 0). Re-running skips finished images; prints a JSON summary; exit "
+        "status 1 if any image failed (see <out>/failures.jsonl).",
+    )
+    p.add_argument(
+        "--model", required=True, help="classifier run folder or .safetensors file (on a cluster: a shared path)"
+    )
     p.add_argument("--data", required=True, help="VOC2012-layout dataset folder (on a cluster: a shared path)")
     p.add_argument("--split", default="train", help="split name or list file")
-    p.add_argument("--out", required=True,
-                   help="output folder or object-store URI (s3://bucket/prefix, gs://...); re-running skips finished "
-                        "images, a different configuration is refused")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder or object-store URI (s3://bucket/prefix, gs://...); re-running skips finished "
+        "images, a different configuration is refused",
+    )
     p.add_argument("--labels", default="auto", help="image-level label source: xml, auto or a cls_labels.npy path")
     p.add_argument("--limit", type=int, default=None, help="only the first N images of the split")
-    p.add_argument("--retries", type=int, default=DEFAULT_RETRIES,
-                   help="extra attempts for an image that fails or whose worker dies, before it is recorded in failures.jsonl")
-    p.add_argument("--max-consecutive-failures", type=int, default=DEFAULT_MAX_CONSECUTIVE_FAILURES, metavar="N",
-                   help="stop the job (exit status 2, naming the first error) after N failed images in a row; 0: never. "
-                        "Inputs (the model, --rib-data) are checked once before any image")
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=DEFAULT_RETRIES,
+        help="extra attempts for an image that fails or whose worker dies, before it is recorded in failures.jsonl",
+    )
+    p.add_argument(
+        "--max-consecutive-failures",
+        type=int,
+        default=DEFAULT_MAX_CONSECUTIVE_FAILURES,
+        metavar="N",
+        help="stop the job (exit status 2, naming the first error) after N failed images in a row; 0: never. "
+        "Inputs (the model, --rib-data) are checked once before any image",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_method_options(p)
     add_label_options(p)
@@ -86,16 +130,27 @@ def run(args: argparse.Namespace) -> int:
         raise WeaksegError(f"--max-consecutive-failures must be >= 0, got {args.max_consecutive_failures}")
     for flag, value in (("--data", args.data), ("--model", args.model)):
         if is_object_store_uri(value):
-            raise WeaksegError(f"{flag} {value}: must be a filesystem path (on a cluster a shared mount, e.g. the bucket "
-                               "through s3fs/gcsfuse); only --out may be an object-store URI")
+            raise WeaksegError(
+                f"{flag} {value}: must be a filesystem path (on a cluster a shared mount, e.g. the bucket "
+                "through s3fs/gcsfuse); only --out may be an object-store URI"
+            )
     try:
         method = method_from_args(args)
     except ValueError as e:
         raise WeaksegError(str(e)) from e
-    job = PseudoJob(method=method, model=Path(args.model), data=Path(args.data), split=args.split, out=args.out,
-                    multiscale=multiscale_from_args(args), labels=label_config_from_args(args),
-                    label_source=args.labels, retries=args.retries, limit=args.limit,
-                    max_consecutive_failures=args.max_consecutive_failures)
+    job = PseudoJob(
+        method=method,
+        model=Path(args.model),
+        data=Path(args.data),
+        split=args.split,
+        out=args.out,
+        multiscale=multiscale_from_args(args),
+        labels=label_config_from_args(args),
+        label_source=args.labels,
+        retries=args.retries,
+        limit=args.limit,
+        max_consecutive_failures=args.max_consecutive_failures,
+    )
     if args.workers == 0:
         if args.address or args.gpus_per_worker:
             raise WeaksegError("--workers 0 runs in this process: --address and --gpus-per-worker do not apply")
@@ -105,8 +160,13 @@ def run(args: argparse.Namespace) -> int:
         from batch.cluster import RayOptions
         from batch.ray_job import run_ray
 
-        options = RayOptions(workers=args.workers, threads_per_worker=args.threads_per_worker or 1,
-                             gpus_per_worker=args.gpus_per_worker, address=args.address, object_store_mb=args.object_store_mb)
+        options = RayOptions(
+            workers=args.workers,
+            threads_per_worker=args.threads_per_worker or 1,
+            gpus_per_worker=args.gpus_per_worker,
+            address=args.address,
+            object_store_mb=args.object_store_mb,
+        )
         summary = run_ray(job, options, device=args.device, progress=not args.quiet)
     print(json.dumps(summary))
     return 1 if summary["failed"] else 0

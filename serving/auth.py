@@ -57,8 +57,11 @@ class ApiKeyInterceptor(grpc.ServerInterceptor):
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         method = handler_call_details.method or ""
-        if handler is None or method.startswith(EXEMPT_PREFIXES) or \
-                self._allowed(presented_key(handler_call_details.invocation_metadata or ())):
+        if (
+            handler is None
+            or method.startswith(EXEMPT_PREFIXES)
+            or self._allowed(presented_key(handler_call_details.invocation_metadata or ()))
+        ):
             return handler
         return _denying(handler)
 
@@ -100,4 +103,6 @@ class TlsFiles:
         pairs = [(self.key.read_bytes(), self.cert.read_bytes())]
         if self.client_ca is None:
             return grpc.ssl_server_credentials(pairs)
-        return grpc.ssl_server_credentials(pairs, root_certificates=self.client_ca.read_bytes(), require_client_auth=True)
+        return grpc.ssl_server_credentials(
+            pairs, root_certificates=self.client_ca.read_bytes(), require_client_auth=True
+        )

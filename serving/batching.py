@@ -53,15 +53,17 @@ class _Request:
 class DynamicBatcher:
     """Joins concurrent requests for one model into batches and runs them on worker threads."""
 
-    def __init__(self, name: str, run: RunFn, options: BatchingOptions = BatchingOptions(),
-                 observe: ObserveFn | None = None) -> None:
+    def __init__(
+        self, name: str, run: RunFn, options: BatchingOptions = BatchingOptions(), observe: ObserveFn | None = None
+    ) -> None:
         options.validate()
         self.name, self._run, self.options, self._observe = name, run, options, observe
         self._queue: deque[_Request] = deque()
         self._cond = threading.Condition()
         self._closed = False
-        self._threads = [threading.Thread(target=self._loop, name=f"batcher-{name}-{i}", daemon=True)
-                         for i in range(options.workers)]
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"batcher-{name}-{i}", daemon=True) for i in range(options.workers)
+        ]
         for t in self._threads:
             t.start()
 
@@ -72,16 +74,20 @@ class DynamicBatcher:
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "inputs disagree on the batch size")
         n = rows.pop()
         if not 1 <= n <= self.options.max_batch_size:
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"batch size {n} is outside 1..{self.options.max_batch_size} for model {self.name!r}")
+            raise ServingError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"batch size {n} is outside 1..{self.options.max_batch_size} for model {self.name!r}",
+            )
         key = tuple(sorted((k, a.dtype.str, a.shape[1:]) for k, a in inputs.items()))
         request = _Request(inputs, n, key, deadline)
         with self._cond:
             if self._closed:
                 raise ServingError(grpc.StatusCode.UNAVAILABLE, "server is shutting down")
             if len(self._queue) >= self.options.max_queue_size:
-                raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                   f"model {self.name!r}: queue is full ({self.options.max_queue_size} requests waiting)")
+                raise ServingError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"model {self.name!r}: queue is full ({self.options.max_queue_size} requests waiting)",
+                )
             self._queue.append(request)
             self._cond.notify()
         return request.future
@@ -129,8 +135,11 @@ class DynamicBatcher:
                 if not request.future.set_running_or_notify_cancel():
                     continue  # the caller gave up
                 if request.deadline is not None and now >= request.deadline:
-                    request.future.set_exception(ServingError(grpc.StatusCode.DEADLINE_EXCEEDED,
-                                                              "deadline passed while the request was queued; not run"))
+                    request.future.set_exception(
+                        ServingError(
+                            grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed while the request was queued; not run"
+                        )
+                    )
                     continue
                 live.append(request)
             if not live:
@@ -138,8 +147,10 @@ class DynamicBatcher:
             if self._observe is not None:
                 self._observe(sum(r.rows for r in live), [now - r.enqueued for r in live])
             try:
-                joined = {k: np.concatenate([r.inputs[k] for r in live]) if len(live) > 1 else live[0].inputs[k]
-                          for k in live[0].inputs}
+                joined = {
+                    k: np.concatenate([r.inputs[k] for r in live]) if len(live) > 1 else live[0].inputs[k]
+                    for k in live[0].inputs
+                }
                 outputs = self._run(joined)
             except Exception as e:  # answered to every request of the batch
                 for request in live:
@@ -147,5 +158,5 @@ class DynamicBatcher:
                 continue
             start = 0
             for request in live:
-                request.future.set_result({k: v[start:start + request.rows] for k, v in outputs.items()})
+                request.future.set_result({k: v[start : start + request.rows] for k, v in outputs.items()})
                 start += request.rows

@@ -35,7 +35,8 @@ def channel(options: ClientOptions) -> grpc.Channel:
     creds = grpc.ssl_channel_credentials(
         root_certificates=options.tls_ca.read_bytes(),
         private_key=options.tls_key.read_bytes() if options.tls_key else None,
-        certificate_chain=options.tls_cert.read_bytes() if options.tls_cert else None)
+        certificate_chain=options.tls_cert.read_bytes() if options.tls_cert else None,
+    )
     return grpc.secure_channel(options.address, creds, options=opts)
 
 
@@ -75,7 +76,10 @@ def wait_until_serving(address: str, timeout_s: float = 120.0, alive: Callable[[
         stub = health_pb2_grpc.HealthStub(ch)
         while True:
             try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                if (
+                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
                     return
             except grpc.RpcError:
                 pass

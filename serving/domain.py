@@ -44,19 +44,33 @@ def softmax_peaks(logits: np.ndarray) -> np.ndarray:
 
 def metadata_message(info: ModelInfo, methods: list[str]) -> pb.ModelMetadata:
     """The API's ModelMetadata of a loaded model."""
+
     def tensors(specs: Sequence[TensorMeta]) -> list[pb.TensorSpec]:
         return [pb.TensorSpec(name=t.name, datatype=t.datatype, shape=list(t.shape)) for t in specs]
 
-    return pb.ModelMetadata(name=info.name, version=info.version, kind=info.kind, labels=list(info.labels),
-                            inputs=tensors(info.inputs), outputs=tensors(info.outputs),
-                            max_batch_size=info.max_batch_size, platform=info.platform, methods=methods)
+    return pb.ModelMetadata(
+        name=info.name,
+        version=info.version,
+        kind=info.kind,
+        labels=list(info.labels),
+        inputs=tensors(info.inputs),
+        outputs=tensors(info.outputs),
+        max_batch_size=info.max_batch_size,
+        platform=info.platform,
+        methods=methods,
+    )
 
 
 class SegmentationService(pb_grpc.SegmentationServiceServicer):
     """Domain API over one backend."""
 
-    def __init__(self, backend: Backend, metrics: ServingMetrics, limits: ImageLimits = ImageLimits(),
-                 explainer: GradientExplainer | None = None) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        metrics: ServingMetrics,
+        limits: ImageLimits = ImageLimits(),
+        explainer: GradientExplainer | None = None,
+    ) -> None:
         self.backend, self.metrics, self.limits = backend, metrics, limits
         self.explainer = explainer or GradientExplainer()
         self._palette = voc_palette()
@@ -83,8 +97,9 @@ class SegmentationService(pb_grpc.SegmentationServiceServicer):
     def _segment(self, request, context) -> tuple[ModelInfo, np.ndarray, np.ndarray, np.ndarray]:
         info = self._model(request.model, request.model_version, SEGMENTER, "Segment")
         image = decode_image(request.image, self.limits)
-        out = self.backend.infer(info.name, {"pixels": image[None]}, ["logits", "mask"], version=info.version,
-                                 timeout=time_left(context))
+        out = self.backend.infer(
+            info.name, {"pixels": image[None]}, ["logits", "mask"], version=info.version, timeout=time_left(context)
+        )
         return info, image, out["logits"][0], out["mask"][0]
 
     def _explain(self, request, context) -> tuple[ModelInfo, np.ndarray, str, list[int], np.ndarray, np.ndarray]:
@@ -98,15 +113,18 @@ class SegmentationService(pb_grpc.SegmentationServiceServicer):
         if bad:
             raise invalid(f"unknown class ids {bad}: model {info.name!r} has classes 1..{n} ({', '.join(info.labels)})")
         if method != "cam" and not self.backend.supports_gradients:
-            raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
-                               f"method {method!r} needs gradients, which the {self.backend.name} backend cannot compute "
-                               "(Triton runs forward passes only); use method 'cam' or the embedded backend")
+            raise ServingError(
+                grpc.StatusCode.UNIMPLEMENTED,
+                f"method {method!r} needs gradients, which the {self.backend.name} backend cannot compute "
+                "(Triton runs forward passes only); use method 'cam' or the embedded backend",
+            )
         if method == "advcam":
             self.explainer.steps(request.advcam_steps)  # reject over-limit requests before any work
         image = decode_image(request.image, self.limits)
         outputs = ["logits", "cams"] if method == "cam" else ["logits"]
-        out = self.backend.infer(info.name, {"pixels": image[None]}, outputs, version=info.version,
-                                 timeout=time_left(context))
+        out = self.backend.infer(
+            info.name, {"pixels": image[None]}, outputs, version=info.version, timeout=time_left(context)
+        )
         logits = out["logits"][0].astype(np.float64)
         scores = 1.0 / (1.0 + np.exp(-logits))
         if request.target_classes:
@@ -129,8 +147,12 @@ class SegmentationService(pb_grpc.SegmentationServiceServicer):
         h, w = mask.shape
         counts = np.bincount(mask.ravel(), minlength=len(info.labels))
         peaks = softmax_peaks(logits)
-        stats = [pb.ClassStat(class_id=c, label=info.labels[c], pixel_fraction=float(counts[c]) / mask.size,
-                              score=float(peaks[c])) for c in range(len(info.labels))]
+        stats = [
+            pb.ClassStat(
+                class_id=c, label=info.labels[c], pixel_fraction=float(counts[c]) / mask.size, score=float(peaks[c])
+            )
+            for c in range(len(info.labels))
+        ]
         present = sorted((s for s in stats if counts[s.class_id] > 0), key=lambda s: -s.pixel_fraction)
         response = pb.SegmentResponse(header=self._header(info, rid), height=h, width=w, present=present, scores=stats)
         if request.mask_format in (pb.MASK_FORMAT_PNG, pb.MASK_FORMAT_PNG_AND_RAW):
@@ -145,11 +167,17 @@ class SegmentationService(pb_grpc.SegmentationServiceServicer):
         if request.map_format not in (pb.MAP_FORMAT_UINT8, pb.MAP_FORMAT_FLOAT16):
             raise invalid(f"unknown map_format {request.map_format}")
         info, image, method, ids, scores, maps = self._explain(request, context)
-        response = pb.ExplainResponse(header=self._header(info, rid), method=method, height=image.shape[0],
-                                      width=image.shape[1], map_format=request.map_format)
+        response = pb.ExplainResponse(
+            header=self._header(info, rid),
+            method=method,
+            height=image.shape[0],
+            width=image.shape[1],
+            map_format=request.map_format,
+        )
         for c, m in zip(ids, maps, strict=True):
-            data = (np.rint(m * 255).astype(np.uint8) if request.map_format == pb.MAP_FORMAT_UINT8
-                    else m.astype("<f2")).tobytes()
+            data = (
+                np.rint(m * 255).astype(np.uint8) if request.map_format == pb.MAP_FORMAT_UINT8 else m.astype("<f2")
+            ).tobytes()
             response.maps.add(class_id=c, label=info.labels[c - 1], score=float(scores[c - 1]), data=data)
         return response
 
@@ -164,22 +192,31 @@ class SegmentationService(pb_grpc.SegmentationServiceServicer):
             raise invalid(f"unknown colormap {colormap!r} (matplotlib names, e.g. jet, viridis, inferno)")
         if request.kind == pb.OVERLAY_KIND_MASK:
             info, image, _, mask = self._segment(request, context)
-            rendered = [pb.RenderedOverlay(class_id=0, label="mask", png=encode_png(mask_overlay(image, mask, opacity)))]
+            rendered = [
+                pb.RenderedOverlay(class_id=0, label="mask", png=encode_png(mask_overlay(image, mask, opacity)))
+            ]
         elif request.kind == pb.OVERLAY_KIND_ATTRIBUTION:
             info, image, _, ids, _, maps = self._explain(request, context)
-            rendered = [pb.RenderedOverlay(class_id=c, label=info.labels[c - 1],
-                                           png=encode_png(heatmap_overlay(image, m, opacity, colormap)))
-                        for c, m in zip(ids, maps, strict=True)]
+            rendered = [
+                pb.RenderedOverlay(
+                    class_id=c, label=info.labels[c - 1], png=encode_png(heatmap_overlay(image, m, opacity, colormap))
+                )
+                for c, m in zip(ids, maps, strict=True)
+            ]
         else:
             raise invalid(f"unknown overlay kind {request.kind}")
-        return pb.OverlayResponse(header=self._header(info, rid), height=image.shape[0], width=image.shape[1],
-                                  overlays=rendered)
+        return pb.OverlayResponse(
+            header=self._header(info, rid), height=image.shape[0], width=image.shape[1], overlays=rendered
+        )
 
     @rpc("ListModels")
     def ListModels(self, request: pb.ListModelsRequest, context, rid: str) -> pb.ListModelsResponse:
         """Every loaded model with its metadata."""
-        return pb.ListModelsResponse(request_id=rid, backend=self.backend.name,
-                                     models=[metadata_message(m, self.methods(m)) for m in self.backend.models()])
+        return pb.ListModelsResponse(
+            request_id=rid,
+            backend=self.backend.name,
+            models=[metadata_message(m, self.methods(m)) for m in self.backend.models()],
+        )
 
     @rpc("GetModelMetadata")
     def GetModelMetadata(self, request: pb.ModelMetadataRequest, context, rid: str) -> pb.ModelMetadataResponse:
@@ -187,4 +224,6 @@ class SegmentationService(pb_grpc.SegmentationServiceServicer):
         if not request.model:
             raise invalid("model is empty")
         info = self.backend.model(request.model, request.model_version)
-        return pb.ModelMetadataResponse(header=self._header(info, rid), metadata=metadata_message(info, self.methods(info)))
+        return pb.ModelMetadataResponse(
+            header=self._header(info, rid), metadata=metadata_message(info, self.methods(info))
+        )

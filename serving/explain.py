@@ -53,23 +53,34 @@ class GradientExplainer:
             raise invalid(f"advcam_steps {steps} exceeds this server's limit of {self.limits.max_advcam_steps}")
         return steps
 
-    def explain(self, info: ModelInfo, method: str, image: np.ndarray, classes: list[int], steps: int = 0,
-                timeout: float | None = None) -> np.ndarray:
+    def explain(
+        self,
+        info: ModelInfo,
+        method: str,
+        image: np.ndarray,
+        classes: list[int],
+        steps: int = 0,
+        timeout: float | None = None,
+    ) -> np.ndarray:
         """Maps [K, H, W] in [0, 1] for 0-based class indices of a uint8 HxWx3 image."""
         import torch
 
         from weakseg.attribution import MultiScale, build_method, compute_maps
 
         if info.checkpoint is None:
-            raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
-                               f"model {info.name!r} was exported without its PyTorch checkpoint; "
-                               f"gradient methods need {info.name}/checkpoint.safetensors in the repository")
+            raise ServingError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"model {info.name!r} was exported without its PyTorch checkpoint; "
+                f"gradient methods need {info.name}/checkpoint.safetensors in the repository",
+            )
         h, w = image.shape[:2]
         if h * w > self.limits.max_pixels:
             raise invalid(f"image is {h}x{w}; gradient methods accept at most {self.limits.max_pixels} pixels here")
         params = {"steps": self.steps(steps)} if method == "advcam" else {}
         if not self._slots.acquire(blocking=False):
-            raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many gradient explanations waiting; retry later")
+            raise ServingError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, "too many gradient explanations waiting; retry later"
+            )
         try:
             if not self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
                 raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed waiting for the gradient worker")
@@ -77,7 +88,9 @@ class GradientExplainer:
                 model = self._model(info.checkpoint)
                 device = next(model.parameters()).device
                 x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float().div(255.0).to(device)
-                maps = compute_maps(build_method(method, **params), model, x, classes, MultiScale(scales=(1.0,), flip=False))
+                maps = compute_maps(
+                    build_method(method, **params), model, x, classes, MultiScale(scales=(1.0,), flip=False)
+                )
                 return maps.detach().cpu().numpy()
             finally:
                 self._lock.release()

@@ -26,8 +26,10 @@ class ImageLimits:
         if height < self.min_side or width < self.min_side:
             raise invalid(f"image is {height}x{width}; both sides must be at least {self.min_side} pixels")
         if height > self.max_side or width > self.max_side or height * width > self.max_pixels:
-            raise invalid(f"image is {height}x{width}; this server accepts sides up to {self.max_side} and "
-                          f"{self.max_pixels} pixels in all")
+            raise invalid(
+                f"image is {height}x{width}; this server accepts sides up to {self.max_side} and "
+                f"{self.max_pixels} pixels in all"
+            )
 
 
 def decode_encoded(data: bytes, limits: ImageLimits) -> np.ndarray:
@@ -58,4 +60,3 @@ def decode_raw(data: bytes, height: int, width: int, channels: int, limits: Imag
     if len(data) != expected:
         raise invalid(f"image.raw.data has {len(data)} bytes but {height}x{width}x{channels} needs {expected}")
     return np.frombuffer(data, dtype=np.uint8).reshape(height, width, channels)
-

@@ -22,15 +22,22 @@ from serving.metrics import ServingMetrics
 from serving.rpc import rpc, time_left
 
 SERVER_NAME = "weakseg"
-_CONTENTS_FIELD = {"UINT8": "uint_contents", "INT32": "int_contents", "INT64": "int64_contents",
-                   "FP32": "fp32_contents", "BOOL": "bool_contents"}
+_CONTENTS_FIELD = {
+    "UINT8": "uint_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "FP32": "fp32_contents",
+    "BOOL": "bool_contents",
+}
 
 
 def input_array(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None) -> np.ndarray:
     """A request tensor (raw_input_contents or typed contents) as a numpy array, validated against its shape."""
     if tensor.datatype not in KSERVE_NUMPY:
-        raise invalid(f"input {tensor.name!r}: datatype {tensor.datatype!r} is not supported "
-                      f"(supported: {', '.join(KSERVE_NUMPY)})")
+        raise invalid(
+            f"input {tensor.name!r}: datatype {tensor.datatype!r} is not supported "
+            f"(supported: {', '.join(KSERVE_NUMPY)})"
+        )
     shape = tuple(int(d) for d in tensor.shape)
     if any(d < 0 for d in shape):
         raise invalid(f"input {tensor.name!r}: shape {list(shape)} has negative dimensions")
@@ -38,14 +45,18 @@ def input_array(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None
     dtype = np.dtype(KSERVE_NUMPY[tensor.datatype])
     if raw is not None:
         if len(raw) != count * dtype.itemsize:
-            raise invalid(f"input {tensor.name!r}: {len(raw)} raw bytes, but {tensor.datatype} {list(shape)} "
-                          f"needs {count * dtype.itemsize}")
+            raise invalid(
+                f"input {tensor.name!r}: {len(raw)} raw bytes, but {tensor.datatype} {list(shape)} "
+                f"needs {count * dtype.itemsize}"
+            )
         array = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False)
     else:
         field = _CONTENTS_FIELD.get(tensor.datatype)
         values = getattr(tensor.contents, field) if field else ()
         if len(values) != count:
-            raise invalid(f"input {tensor.name!r}: {len(values)} values in contents, but shape {list(shape)} needs {count}")
+            raise invalid(
+                f"input {tensor.name!r}: {len(values)} values in contents, but shape {list(shape)} needs {count}"
+            )
         array = np.asarray(values, dtype=dtype)
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise invalid(f"input {tensor.name!r}: contains NaN or infinite values")
@@ -53,7 +64,9 @@ def input_array(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None
 
 
 def _tensor_metadata(specs) -> list[pb.ModelMetadataResponse.TensorMetadata]:
-    return [pb.ModelMetadataResponse.TensorMetadata(name=t.name, datatype=t.datatype, shape=list(t.shape)) for t in specs]
+    return [
+        pb.ModelMetadataResponse.TensorMetadata(name=t.name, datatype=t.datatype, shape=list(t.shape)) for t in specs
+    ]
 
 
 def model_config(info: ModelInfo) -> mc.ModelConfig:
@@ -76,8 +89,14 @@ def model_config(info: ModelInfo) -> mc.ModelConfig:
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     """KServe v2 over one backend; model names are the repository entry names."""
 
-    def __init__(self, backend: Backend, metrics: ServingMetrics, version: str, accepting: Callable[[], bool],
-                 limits: ImageLimits = ImageLimits()) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        metrics: ServingMetrics,
+        version: str,
+        accepting: Callable[[], bool],
+        limits: ImageLimits = ImageLimits(),
+    ) -> None:
         self.backend, self.metrics, self.version, self._accepting = backend, metrics, version, accepting
         self.limits = limits
 
@@ -109,8 +128,13 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     def ModelMetadata(self, request, context, rid):
         """Versions, platform and tensors of a model (NOT_FOUND if unknown)."""
         info = self.backend.model(request.name, request.version)
-        return pb.ModelMetadataResponse(name=info.name, versions=[info.version], platform=info.platform,
-                                        inputs=_tensor_metadata(info.inputs), outputs=_tensor_metadata(info.outputs))
+        return pb.ModelMetadataResponse(
+            name=info.name,
+            versions=[info.version],
+            platform=info.platform,
+            inputs=_tensor_metadata(info.inputs),
+            outputs=_tensor_metadata(info.outputs),
+        )
 
     @rpc("ModelConfig")
     def ModelConfig(self, request, context, rid):
@@ -120,9 +144,14 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     @rpc("RepositoryIndex")
     def RepositoryIndex(self, request, context, rid):
         """Every loaded model, READY."""
-        return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(
-            name=m.name, version=m.version, state="READY" if self.backend.ready() else "UNAVAILABLE")
-            for m in self.backend.models()])
+        return pb.RepositoryIndexResponse(
+            models=[
+                pb.RepositoryIndexResponse.ModelIndex(
+                    name=m.name, version=m.version, state="READY" if self.backend.ready() else "UNAVAILABLE"
+                )
+                for m in self.backend.models()
+            ]
+        )
 
     @rpc("ModelInfer")
     def ModelInfer(self, request: pb.ModelInferRequest, context, rid):
@@ -133,14 +162,17 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         names = [t.name for t in request.inputs]
         if len(set(names)) != len(names):
             raise invalid(f"input names repeat: {names}")
-        inputs = {t.name: input_array(t, request.raw_input_contents[i] if request.raw_input_contents else None)
-                  for i, t in enumerate(request.inputs)}
+        inputs = {
+            t.name: input_array(t, request.raw_input_contents[i] if request.raw_input_contents else None)
+            for i, t in enumerate(request.inputs)
+        }
         for array in inputs.values():
             if array.ndim == 4 and array.shape[-1] == 3:  # NHWC images: the same size limits as the domain API
                 self.limits.check(array.shape[1], array.shape[2])
         wanted = [o.name for o in request.outputs] or [t.name for t in info.outputs]
-        outputs = self.backend.infer(info.name, inputs, wanted, version=request.model_version,
-                                     timeout=time_left(context))
+        outputs = self.backend.infer(
+            info.name, inputs, wanted, version=request.model_version, timeout=time_left(context)
+        )
         response = pb.ModelInferResponse(model_name=info.name, model_version=info.version, id=rid)
         dtypes = {t.name: t.datatype for t in info.outputs}
         for name in wanted:

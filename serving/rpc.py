@@ -28,8 +28,12 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per log line: time, level, message and the record's `fields`."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"ts": round(record.created, 3), "level": record.levelname.lower(), "msg": record.getMessage(),
-                 **getattr(record, "fields", {})}
+        entry = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "msg": record.getMessage(),
+            **getattr(record, "fields", {}),
+        }
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry)
@@ -80,10 +84,15 @@ class MalformedRequestInterceptor(grpc.ServerInterceptor):
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
-        if handler is None or not handler.unary_unary or not (handler_call_details.method or "").startswith(self.prefixes):
+        if (
+            handler is None
+            or not handler.unary_unary
+            or not (handler_call_details.method or "").startswith(self.prefixes)
+        ):
             return handler
-        return grpc.unary_unary_rpc_method_handler(handler.unary_unary, _tolerant(handler.request_deserializer),
-                                                   handler.response_serializer)
+        return grpc.unary_unary_rpc_method_handler(
+            handler.unary_unary, _tolerant(handler.request_deserializer), handler.response_serializer
+        )
 
 
 def time_left(context: grpc.ServicerContext) -> float | None:
@@ -111,8 +120,10 @@ def rpc(name: str) -> Callable:
             code, message, response = grpc.StatusCode.OK, "", None
             try:
                 if isinstance(request, Malformed):
-                    raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                                       f"request bytes do not parse as the {name} request message ({request.error})")
+                    raise ServingError(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"request bytes do not parse as the {name} request message ({request.error})",
+                    )
                 response = f(self, request, context, rid)
             except ServingError as e:
                 code, message = e.code, e.message
@@ -122,8 +133,15 @@ def rpc(name: str) -> Callable:
             seconds = time.perf_counter() - t0
             metrics: ServingMetrics = self.metrics
             metrics.observe_rpc(name, code.name, seconds, _size(request), _size(response))
-            fields = {"rpc": name, "request_id": rid, "code": code.name, "ms": round(seconds * 1000, 2),
-                      "model": getattr(request, "model", "") or getattr(request, "name", "") or getattr(request, "model_name", "")}
+            fields = {
+                "rpc": name,
+                "request_id": rid,
+                "code": code.name,
+                "ms": round(seconds * 1000, 2),
+                "model": getattr(request, "model", "")
+                or getattr(request, "name", "")
+                or getattr(request, "model_name", ""),
+            }
             if message:
                 fields["error"] = message[:300]
             log.info("rpc", extra={"fields": fields})

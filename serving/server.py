@@ -73,21 +73,28 @@ class WeaksegServer:
         self._stopping = threading.Event()
         interceptors: list[grpc.ServerInterceptor] = [ApiKeyInterceptor(config.api_keys)] if config.api_keys else []
         interceptors.append(MalformedRequestInterceptor((f"/{DOMAIN_SERVICE}/", f"/{KSERVE_SERVICE}/")))
-        self._server = grpc.server(ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc"),
-                                   interceptors=interceptors, options=message_options(config.max_message_bytes),
-                                   maximum_concurrent_rpcs=config.max_concurrent_rpcs)
+        self._server = grpc.server(
+            ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc"),
+            interceptors=interceptors,
+            options=message_options(config.max_message_bytes),
+            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+        )
         explainer = GradientExplainer(config.gradients)
         pb_grpc.add_SegmentationServiceServicer_to_server(
-            SegmentationService(backend, self.metrics, config.images, explainer), self._server)
+            SegmentationService(backend, self.metrics, config.images, explainer), self._server
+        )
         kserve_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceService(backend, self.metrics, version or __version__, lambda: not self._stopping.is_set(),
-                             config.images),
-            self._server)
+            InferenceService(
+                backend, self.metrics, version or __version__, lambda: not self._stopping.is_set(), config.images
+            ),
+            self._server,
+        )
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         self._set_health(False)
-        reflection.enable_server_reflection((DOMAIN_SERVICE, KSERVE_SERVICE, health.SERVICE_NAME,
-                                             reflection.SERVICE_NAME), self._server)
+        reflection.enable_server_reflection(
+            (DOMAIN_SERVICE, KSERVE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+        )
         self._poller = threading.Thread(target=self._follow_readiness, name="health", daemon=True)
 
     def _set_health(self, serving: bool) -> None:

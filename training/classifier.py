@@ -58,13 +58,15 @@ class ImageCache:
         return self._cache[image_id]
 
 
-def classification_metrics(model: CAMClassifier, dataset: VOCDataset, device: torch.device, batch: int = 16) -> dict[str, float]:
+def classification_metrics(
+    model: CAMClassifier, dataset: VOCDataset, device: torch.device, batch: int = 16
+) -> dict[str, float]:
     """Image-level validation (no pixel labels): BCE loss and micro-F1 at p >= 0.5."""
     cache = ImageCache(dataset)
     losses, tp, fp, fn = [], 0, 0, 0
     with torch.no_grad():
         for i in range(0, len(dataset.ids), batch):
-            ids = dataset.ids[i:i + batch]
+            ids = dataset.ids[i : i + batch]
             images = [cache(j) for j in ids]
             if len({tuple(t.shape) for t in images}) > 1:  # varying sizes: one at a time
                 logits = torch.cat([model(t[None].to(device)) for t in images])
@@ -110,8 +112,10 @@ def check_init_architecture(job: ClassifierJob, config: ClassifierConfig) -> Non
     if wrong:
         said = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in wrong.items())
         has = ", ".join(f"{k.replace('_', ' ')} {getattr(config, k)}" for k in wrong)
-        raise WeaksegError(f"{job.init}: the init classifier has {has}; {said} contradicts it "
-                           "(fine-tuning keeps the init architecture: drop the option or pass its value)")
+        raise WeaksegError(
+            f"{job.init}: the init classifier has {has}; {said} contradicts it "
+            "(fine-tuning keeps the init architecture: drop the option or pass its value)"
+        )
 
 
 def build_classifier(job: ClassifierJob, classes: list[str], device: torch.device) -> CAMClassifier:
@@ -159,15 +163,35 @@ def prepare_classifier(job: ClassifierJob, device: torch.device) -> ClassifierSe
 
     on_epoch_end = (lambda m, e: classification_metrics(m, val_set, device)) if val_set and val_set.ids else None
     cfg = model.config
-    run_info = {"kind": "classifier", "data": str(Path(job.data).resolve()), "split": job.split, "arch": cfg.arch,
-                "output_stride": cfg.output_stride, "head": cfg.head, "crop": job.crop,
-                "scale_range": list(job.scale_range), "pretrained": job.pretrained, "classes": classes}
+    run_info = {
+        "kind": "classifier",
+        "data": str(Path(job.data).resolve()),
+        "split": job.split,
+        "arch": cfg.arch,
+        "output_stride": cfg.output_stride,
+        "head": cfg.head,
+        "crop": job.crop,
+        "scale_range": list(job.scale_range),
+        "pretrained": job.pretrained,
+        "classes": classes,
+    }
     if cfg.head == "fickle":
         run_info.update(fickle_kernel=cfg.fickle_kernel, fickle_drop=cfg.fickle_drop)
     if job.init is not None:
         run_info["init_sha256"] = file_sha256(job.init)
-    return ClassifierSetup(train_set, val_set, classes, model, cache, labels, loader, save, on_epoch_end, run_info,
-                           list(model.classifier.parameters()))
+    return ClassifierSetup(
+        train_set,
+        val_set,
+        classes,
+        model,
+        cache,
+        labels,
+        loader,
+        save,
+        on_epoch_end,
+        run_info,
+        list(model.classifier.parameters()),
+    )
 
 
 def train_classifier(job: ClassifierJob, device: torch.device, progress: bool = True) -> FitResult:
@@ -178,5 +202,16 @@ def train_classifier(job: ClassifierJob, device: torch.device, progress: bool = 
         logits = model(batch["image"].to(device))
         return F.multilabel_soft_margin_loss(logits, batch["target"].to(device)), {"n": len(batch["image"])}
 
-    return fit(setup.model, setup.loader, loss_fn, job.train, job.out, setup.save, device=device,
-               head_params=setup.head_params, run_info=setup.run_info, progress=progress, on_epoch_end=setup.on_epoch_end)
+    return fit(
+        setup.model,
+        setup.loader,
+        loss_fn,
+        job.train,
+        job.out,
+        setup.save,
+        device=device,
+        head_params=setup.head_params,
+        run_info=setup.run_info,
+        progress=progress,
+        on_epoch_end=setup.on_epoch_end,
+    )

@@ -188,9 +188,12 @@ class ReviewServer:
 
     def state(self, undone: str | None = None) -> dict:
         """Candidates, decisions and the running summary."""
-        return {"candidates": [{"image": c.image, "cls": c.cls, "score": c.score} for c in self.log.candidates],
-                "decisions": {d.image: d.decision for d in self.log.decisions},
-                "summary": self.log.summary().to_json(), "undone": undone}
+        return {
+            "candidates": [{"image": c.image, "cls": c.cls, "score": c.score} for c in self.log.candidates],
+            "decisions": {d.image: d.decision for d in self.log.decisions},
+            "summary": self.log.summary().to_json(),
+            "undone": undone,
+        }
 
     def thumbnail(self, image_id: str) -> bytes | None:
         """A JPEG thumbnail of a candidate (None for an unknown id)."""
@@ -225,12 +228,14 @@ class ReviewServer:
 
             def do_GET(self) -> None:
                 if self.path == "/":
-                    self._send(HTTPStatus.OK, PAGE.replace("__TOKEN__", server.token).encode(), "text/html; charset=utf-8")
+                    self._send(
+                        HTTPStatus.OK, PAGE.replace("__TOKEN__", server.token).encode(), "text/html; charset=utf-8"
+                    )
                 elif self.path == "/api/state":
                     with server.lock:
                         self._json(HTTPStatus.OK, server.state())
                 elif self.path.startswith("/thumb/"):
-                    data = server.thumbnail(unquote(self.path[len("/thumb/"):]))
+                    data = server.thumbnail(unquote(self.path[len("/thumb/") :]))
                     if data is None:
                         self._json(HTTPStatus.NOT_FOUND, {"error": "unknown candidate"})
                     else:

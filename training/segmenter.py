@@ -89,38 +89,78 @@ def train_segmenter(job: SegmenterJob, device: torch.device, progress: bool = Tr
         return loss, {"n": len(label), "labelled": float((label != IGNORE_INDEX).float().mean())}
 
     run_info: dict[str, Any] = {
-        "kind": "segmenter", "data": str(Path(job.data).resolve()), "split": job.split, "labels": _labels_key(labels),
-        "labels_method": ((pseudo_manifest(labels) or {}).get("method")), "supervision": supervision,
-        "train_images": len(split.ids), "arch": job.arch, "crop": job.crop, "scale_range": list(job.scale_range),
-        "pretrained": job.pretrained, "classes": classes}
+        "kind": "segmenter",
+        "data": str(Path(job.data).resolve()),
+        "split": job.split,
+        "labels": _labels_key(labels),
+        "labels_method": ((pseudo_manifest(labels) or {}).get("method")),
+        "supervision": supervision,
+        "train_images": len(split.ids),
+        "arch": job.arch,
+        "crop": job.crop,
+        "scale_range": list(job.scale_range),
+        "pretrained": job.pretrained,
+        "classes": classes,
+    }
 
     def save(model: Segmenter, extra: dict) -> None:
-        save_segmenter(job.out / WEIGHTS_NAME, model, classes,
-                       {**extra, **{k: run_info[k] for k in ("labels", "labels_method", "supervision", "train_images", "crop")}})
+        save_segmenter(
+            job.out / WEIGHTS_NAME,
+            model,
+            classes,
+            {**extra, **{k: run_info[k] for k in ("labels", "labels_method", "supervision", "train_images", "crop")}},
+        )
 
     def on_epoch_end(model: Segmenter, epoch: int) -> dict[str, float]:
         assert val_set is not None
         return {"val_miou": evaluate_segmenter(model, val_set, device, limit=job.val_images).miou}
 
     if progress and split.missing:
-        print(f"note: {split.missing} of {len(split.dataset.ids)} images of split {job.split!r} have no label PNG "
-              f"and are left out", flush=True)
-    return fit(model, loader, loss_fn, job.train, job.out, save, device=device, head_params=model.head_parameters(),
-               run_info=run_info, progress=progress, on_epoch_end=on_epoch_end if val_set is not None else None)
+        print(
+            f"note: {split.missing} of {len(split.dataset.ids)} images of split {job.split!r} have no label PNG "
+            f"and are left out",
+            flush=True,
+        )
+    return fit(
+        model,
+        loader,
+        loss_fn,
+        job.train,
+        job.out,
+        save,
+        device=device,
+        head_params=model.head_parameters(),
+        run_info=run_info,
+        progress=progress,
+        on_epoch_end=on_epoch_end if val_set is not None else None,
+    )
 
 
-def train_evaluate_export(job: SegmenterJob, device: torch.device, *, eval_split: str = "val",
-                          repo: Path | None = None, name: str = "segmenter", version: int = 1,
-                          progress: bool = True) -> dict[str, Any]:
+def train_evaluate_export(
+    job: SegmenterJob,
+    device: torch.device,
+    *,
+    eval_split: str = "val",
+    repo: Path | None = None,
+    name: str = "segmenter",
+    version: int = 1,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Train (resuming if possible), evaluate on eval_split and, with a repo, export a Triton entry; return a summary."""
     from weakseg.export import ExportOptions, export_model
     from weakseg.models.segmenter_io import load_segmenter
 
     result = train_segmenter(job, device, progress=progress)
     model, _ = load_segmenter(job.out, device)
-    evaluation = evaluate_segmenter(model, VOCDataset(job.data, eval_split), device, InferenceConfig(), progress=progress)
-    summary: dict[str, Any] = {"run": str(job.out), "epochs": len(result.history), "train_seconds": round(result.seconds, 1),
-                               "eval": evaluation.to_json()}
+    evaluation = evaluate_segmenter(
+        model, VOCDataset(job.data, eval_split), device, InferenceConfig(), progress=progress
+    )
+    summary: dict[str, Any] = {
+        "run": str(job.out),
+        "epochs": len(result.history),
+        "train_seconds": round(result.seconds, 1),
+        "eval": evaluation.to_json(),
+    }
     if repo is not None:
         exported = export_model(job.out, repo, name, ExportOptions(version=version, input_size=job.crop, force=True))
         summary["export"] = exported.to_json()

@@ -12,9 +12,9 @@ the initial classifier, as the authors' code does) and saved in <out>/wood_centr
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,7 +46,9 @@ class WoodJob:
     loss: WoodLossConfig = field(default_factory=WoodLossConfig)
     ood_batch_size: int = 8
     centre_every: int = VARIANT_TRAINING[DEFAULT_VARIANT]["centre_every"]  # recompute centres every N epochs; 0 = once
-    adv_steps: int = VARIANT_TRAINING[DEFAULT_VARIANT]["adv_steps"]  # anti-adversarial steps on OoD images before their loss
+    adv_steps: int = VARIANT_TRAINING[DEFAULT_VARIANT][
+        "adv_steps"
+    ]  # anti-adversarial steps on OoD images before their loss
     adv_xi: float = 0.016  # step size on [0,1] pixels (the code's 0.07 in ImageNet-normalised units)
     kmeans_iters: int = 100
     select: str = "last"  # last | val_loss (image-level validation BCE; never pixel labels)
@@ -57,21 +59,31 @@ class WoodJob:
         self.loss.validate()
         if self.classifier.init is None:
             raise WeaksegError("W-OoD fine-tunes an in-distribution classifier: pass --init RUN")
-        for ok, msg in [(self.ood_batch_size >= 1, "--ood-batch-size must be >= 1"),
-                        (self.centre_every >= 0, "--wood-centre-every must be >= 0"),
-                        (self.adv_steps >= 0, "--wood-adv-steps must be >= 0"),
-                        (self.kmeans_iters >= 1, "--wood-kmeans-iters must be >= 1"),
-                        (self.select in ("last", "val_loss"), "--select must be last or val_loss"),
-                        (self.bn in ("frozen", "train"), "--wood-bn must be frozen or train")]:
+        for ok, msg in [
+            (self.ood_batch_size >= 1, "--ood-batch-size must be >= 1"),
+            (self.centre_every >= 0, "--wood-centre-every must be >= 0"),
+            (self.adv_steps >= 0, "--wood-adv-steps must be >= 0"),
+            (self.kmeans_iters >= 1, "--wood-kmeans-iters must be >= 1"),
+            (self.select in ("last", "val_loss"), "--select must be last or val_loss"),
+            (self.bn in ("frozen", "train"), "--wood-bn must be frozen or train"),
+        ]:
             if not ok:
                 raise WeaksegError(msg)
         return self
 
     def record(self, ood_files: list[Path]) -> dict:
         """What pins a W-OoD run (for resume checks and run.json)."""
-        return {"loss": self.loss.to_dict(), "ood_batch_size": self.ood_batch_size, "centre_every": self.centre_every,
-                "adv_steps": self.adv_steps, "adv_xi": self.adv_xi, "kmeans_iters": self.kmeans_iters,
-                "select": self.select, "bn": self.bn, "ood_images": [str(p) for p in ood_files]}
+        return {
+            "loss": self.loss.to_dict(),
+            "ood_batch_size": self.ood_batch_size,
+            "centre_every": self.centre_every,
+            "adv_steps": self.adv_steps,
+            "adv_xi": self.adv_xi,
+            "kmeans_iters": self.kmeans_iters,
+            "select": self.select,
+            "bn": self.bn,
+            "ood_images": [str(p) for p in ood_files],
+        }
 
 
 def gap_features(model: CAMClassifier, images: list[torch.Tensor], device: torch.device) -> torch.Tensor:
@@ -112,7 +124,9 @@ class Centres:
 class CentreSchedule:
     """Centres for each epoch: recomputed at the start of every centre_every-th epoch, persisted for resume."""
 
-    def __init__(self, job: WoodJob, setup: ClassifierSetup, ood_images: list[torch.Tensor], device: torch.device) -> None:
+    def __init__(
+        self, job: WoodJob, setup: ClassifierSetup, ood_images: list[torch.Tensor], device: torch.device
+    ) -> None:
         self.job, self.setup, self.ood_images, self.device = job, setup, ood_images, device
         self.path = job.classifier.out / CENTRES_NAME
         self.current: Centres | None = None
@@ -145,8 +159,15 @@ class CentreSchedule:
         z_ood = embed(gap_features(model, self.ood_images, self.device), features)
         km = kmeans(z_ood, self.k, seed=self.job.classifier.train.seed, iters=self.job.kmeans_iters)
         centres = Centres(epoch, class_centres(z_in, y), km.centres, km.inertia)
-        save_resume(self.path, {"epoch": epoch, "in_centres": centres.in_centres, "ood_centres": centres.ood_centres,
-                                "inertia": centres.inertia})
+        save_resume(
+            self.path,
+            {
+                "epoch": epoch,
+                "in_centres": centres.in_centres,
+                "ood_centres": centres.ood_centres,
+                "inertia": centres.inertia,
+            },
+        )
         self.computed_at.append(epoch)
         return centres
 
@@ -218,9 +239,15 @@ def train_wood(job: WoodJob, device: torch.device, progress: bool = True) -> Fit
             if job.adv_steps:
                 x_ood = anti_adversarial(model, x_ood, job.adv_xi, job.adv_steps)
             logits_ood = model(x_ood)
-        loss, parts = wood_loss(model.logits_from_features(feats), z, y, logits_ood,
-                                centres.in_centres.to(device) if centres else None,
-                                centres.ood_centres.to(device) if centres else None, cfg)
+        loss, parts = wood_loss(
+            model.logits_from_features(feats),
+            z,
+            y,
+            logits_ood,
+            centres.in_centres.to(device) if centres else None,
+            centres.ood_centres.to(device) if centres else None,
+            cfg,
+        )
         return loss, {**parts, "z_norm": float(z.detach().norm(dim=1).mean()), "n": len(x)}
 
     def on_epoch_end(model: CAMClassifier, epoch: int) -> dict[str, float]:
@@ -238,5 +265,16 @@ def train_wood(job: WoodJob, device: torch.device, progress: bool = True) -> Fit
         setup.save(model, {**extra, "selected_epoch": extra["epoch"], "select": job.select})
 
     run_info = {**setup.run_info, "wood": job.record(ood_files)}
-    return fit(setup.model, loader, loss_fn, cjob.train, cjob.out, save, device=device, head_params=setup.head_params,
-               run_info=run_info, progress=progress, on_epoch_end=on_epoch_end)
+    return fit(
+        setup.model,
+        loader,
+        loss_fn,
+        cjob.train,
+        cjob.out,
+        save,
+        device=device,
+        head_params=setup.head_params,
+        run_info=run_info,
+        progress=progress,
+        on_epoch_end=on_epoch_end,
+    )

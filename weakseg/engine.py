@@ -87,10 +87,20 @@ class FitResult:
     seconds: float = 0.0
 
 
-def fit(model: ModelT, loader: Batches, loss_fn: LossFn[ModelT], cfg: TrainConfig, out_dir: str | Path,
-        save_model: Callable[[ModelT, dict[str, Any]], None], *, device: torch.device,
-        head_params: list[nn.Parameter] | None = None, run_info: dict[str, Any] | None = None,
-        progress: bool = True, on_epoch_end: Callable[[ModelT, int], dict[str, float]] | None = None) -> FitResult:
+def fit(
+    model: ModelT,
+    loader: Batches,
+    loss_fn: LossFn[ModelT],
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    save_model: Callable[[ModelT, dict[str, Any]], None],
+    *,
+    device: torch.device,
+    head_params: list[nn.Parameter] | None = None,
+    run_info: dict[str, Any] | None = None,
+    progress: bool = True,
+    on_epoch_end: Callable[[ModelT, int], dict[str, float]] | None = None,
+) -> FitResult:
     """Train `model` for cfg.epochs, checkpointing every epoch into out_dir and resuming if a matching
     resume state exists there. `run_info` (data, architecture, ...) must match on resume."""
     out = Path(out_dir)
@@ -115,9 +125,14 @@ def fit(model: ModelT, loader: Batches, loss_fn: LossFn[ModelT], cfg: TrainConfi
     if resume_path.exists():
         state = load_resume(resume_path)
         saved = json.loads(state["run_record"])
-        if {k: v for k, v in saved.items() if k != "train"} != {k: v for k, v in run_record.items() if k != "train"} or \
-                {k: v for k, v in saved["train"].items() if k != "epochs"} != {k: v for k, v in run_record["train"].items() if k != "epochs"}:
-            raise WeaksegError(f"{out}: holds a run with a different configuration; use a new --out or remove {resume_path}")
+        if {k: v for k, v in saved.items() if k != "train"} != {
+            k: v for k, v in run_record.items() if k != "train"
+        } or {k: v for k, v in saved["train"].items() if k != "epochs"} != {
+            k: v for k, v in run_record["train"].items() if k != "epochs"
+        }:
+            raise WeaksegError(
+                f"{out}: holds a run with a different configuration; use a new --out or remove {resume_path}"
+            )
         model.load_state_dict(state["model"])
         optim.load_state_dict(state["optimizer"])  # casts the state onto each parameter's device
         torch.set_rng_state(state["torch_rng"])
@@ -137,8 +152,15 @@ def fit(model: ModelT, loader: Batches, loss_fn: LossFn[ModelT], cfg: TrainConfi
         sums: dict[str, float] = {}
         seen = 0
         epoch_t0 = time.time()
-        bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                   disable=not progress, leave=False, dynamic_ncols=True)
+        bar = tqdm(
+            loader,
+            total=steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            unit="batch",
+            disable=not progress,
+            leave=False,
+            dynamic_ncols=True,
+        )
         for i, batch in enumerate(bar):
             step = epoch * steps_per_epoch + i
             factor = _lr_factor(cfg, step, total)
@@ -154,9 +176,15 @@ def fit(model: ModelT, loader: Batches, loss_fn: LossFn[ModelT], cfg: TrainConfi
             seen += n
             for k, v in {"loss": loss.item(), **metrics}.items():
                 sums[k] = sums.get(k, 0.0) + v * n
-            bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", rate=f"{seen / max(1e-9, time.time() - epoch_t0):.1f} img/s")
-        record = {"epoch": epoch + 1, **{k: v / max(1, seen) for k, v in sums.items()},
-                  "lr": optim.param_groups[0]["lr"], "seconds": round(time.time() - epoch_t0, 2)}
+            bar.set_postfix(
+                loss=f"{sums['loss'] / seen:.4f}", rate=f"{seen / max(1e-9, time.time() - epoch_t0):.1f} img/s"
+            )
+        record = {
+            "epoch": epoch + 1,
+            **{k: v / max(1, seen) for k, v in sums.items()},
+            "lr": optim.param_groups[0]["lr"],
+            "seconds": round(time.time() - epoch_t0, 2),
+        }
         if on_epoch_end is not None:
             model.eval()
             record.update(on_epoch_end(model, epoch + 1))
@@ -164,10 +192,18 @@ def fit(model: ModelT, loader: Batches, loss_fn: LossFn[ModelT], cfg: TrainConfi
         if progress:
             print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in record.items()}), flush=True)
         save_model(model, {"epoch": epoch + 1, "history": result.history})
-        save_resume(resume_path, {"model": model.state_dict(), "optimizer": optim.state_dict(), "epoch": epoch + 1,
-                                  "torch_rng": torch.get_rng_state(), "history": json.dumps(result.history),
-                                  "run_record": json.dumps(run_record, sort_keys=True),
-                                  **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})})
+        save_resume(
+            resume_path,
+            {
+                "model": model.state_dict(),
+                "optimizer": optim.state_dict(),
+                "epoch": epoch + 1,
+                "torch_rng": torch.get_rng_state(),
+                "history": json.dumps(result.history),
+                "run_record": json.dumps(run_record, sort_keys=True),
+                **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
+            },
+        )
         atomic_write_json(out / "run.json", {**run_record, "history": result.history})
     model.eval()
     result.seconds = time.time() - t0

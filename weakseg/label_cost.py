@@ -65,9 +65,16 @@ class SupervisionRatio:
 
     def to_json(self) -> dict:
         """The ratio, the cost fraction, the inputs and the sentence."""
-        return {"weak_miou": self.weak_miou, "full_miou": self.full_miou, "supervision": self.supervision,
-                "images": self.images, "hard_ood_reviewed": self.reviewed, "performance_ratio": self.performance,
-                "label_cost_ratio": self.cost, "sentence": self.sentence()}
+        return {
+            "weak_miou": self.weak_miou,
+            "full_miou": self.full_miou,
+            "supervision": self.supervision,
+            "images": self.images,
+            "hard_ood_reviewed": self.reviewed,
+            "performance_ratio": self.performance,
+            "label_cost_ratio": self.cost,
+            "sentence": self.sentence(),
+        }
 
 
 def ratio_sentence(weak_miou: float, full_miou: float, supervision: str, images: int = 1, reviewed: int = 0) -> str:

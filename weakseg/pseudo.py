@@ -44,8 +44,16 @@ class PseudoResult:
     label: np.ndarray  # uint8 [H,W]
 
 
-def pseudo_label(method: AttributionMethod, model: CAMModel, image: np.ndarray, class_ids: list[int],
-                 multiscale: MultiScale, label_cfg: LabelConfig, device: torch.device, image_key: str = "") -> PseudoResult:
+def pseudo_label(
+    method: AttributionMethod,
+    model: CAMModel,
+    image: np.ndarray,
+    class_ids: list[int],
+    multiscale: MultiScale,
+    label_cfg: LabelConfig,
+    device: torch.device,
+    image_key: str = "",
+) -> PseudoResult:
     """Maps and label PNG content for one uint8 HxWx3 image and its present classes (1-based ids)."""
     x = to_tensor(image).to(device)
     maps = compute_maps(method, model, x, [c - 1 for c in class_ids], multiscale, image_key=image_key)
@@ -62,8 +70,15 @@ def method_locations(method: AttributionMethod) -> dict[str, str]:
     return {f.name: str(getattr(method, f.name)) for f in dataclasses.fields(method) if f.metadata.get("location")}
 
 
-def build_manifest(method: AttributionMethod, multiscale: MultiScale, label_cfg: LabelConfig,
-                   model_sha256: str, classes: list[str], split: str, data: str) -> dict[str, Any]:
+def build_manifest(
+    method: AttributionMethod,
+    multiscale: MultiScale,
+    label_cfg: LabelConfig,
+    model_sha256: str,
+    classes: list[str],
+    split: str,
+    data: str,
+) -> dict[str, Any]:
     """The configuration a pseudo-label folder is pinned to (no execution settings such as worker counts).
 
     Locations (the dataset, and method fields naming a place such as RIB's companion folder) are recorded under
@@ -71,20 +86,29 @@ def build_manifest(method: AttributionMethod, multiscale: MultiScale, label_cfg:
     equal to a manifest read back from disk.
     """
     locations = method_locations(method)
-    return json.loads(json.dumps({
-        "version": MANIFEST_VERSION,
-        "method": {k: v for k, v in method.config().items() if k not in locations},
-        "method_locations": locations,
-        "multiscale": asdict(multiscale),
-        "labels": {"fg_thresh": label_cfg.fg_thresh, "bg_thresh": label_cfg.bg_thresh,
-                   "crf": asdict(label_cfg.crf) if label_cfg.crf else None},
-        "model_sha256": model_sha256,
-        "classes": list(classes),
-        "split": split,
-        "data": data,
-        "formats": {"maps": "maps/<id>.npz: float16 maps [K,H,W] in [0,1], int16 class_ids [K] (1-based label values)",
-                    "labels": "labels/<id>.png: VOC palette PNG, 0 background, 1..C classes, 255 uncertain"},
-    }))
+    return json.loads(
+        json.dumps(
+            {
+                "version": MANIFEST_VERSION,
+                "method": {k: v for k, v in method.config().items() if k not in locations},
+                "method_locations": locations,
+                "multiscale": asdict(multiscale),
+                "labels": {
+                    "fg_thresh": label_cfg.fg_thresh,
+                    "bg_thresh": label_cfg.bg_thresh,
+                    "crf": asdict(label_cfg.crf) if label_cfg.crf else None,
+                },
+                "model_sha256": model_sha256,
+                "classes": list(classes),
+                "split": split,
+                "data": data,
+                "formats": {
+                    "maps": "maps/<id>.npz: float16 maps [K,H,W] in [0,1], int16 class_ids [K] (1-based label values)",
+                    "labels": "labels/<id>.png: VOC palette PNG, 0 background, 1..C classes, 255 uncertain",
+                },
+            }
+        )
+    )
 
 
 PINNED_KEYS = ("version", "method", "multiscale", "labels", "model_sha256", "classes", "split")

@@ -85,8 +85,15 @@ class Backend(ABC):
         """True once every model is loaded and warmed up."""
 
     @abstractmethod
-    def infer(self, name: str, inputs: dict[str, np.ndarray], outputs: Sequence[str], *, version: str = "",
-              timeout: float | None = None) -> dict[str, np.ndarray]:
+    def infer(
+        self,
+        name: str,
+        inputs: dict[str, np.ndarray],
+        outputs: Sequence[str],
+        *,
+        version: str = "",
+        timeout: float | None = None,
+    ) -> dict[str, np.ndarray]:
         """Run the model on batched inputs; return the requested outputs by name. Raises ServingError."""
 
     def set_batch_observer(self, observe: Callable[[str, int, list[float]], None]) -> None:  # noqa: B027 - optional hook

@@ -47,7 +47,9 @@ def read_config(entry: Path) -> model_config_pb2.ModelConfig:
 
 def latest_version(entry: Path, filename: str = "model.onnx") -> str:
     """The highest numeric version folder of an entry that holds `filename`."""
-    versions = sorted(int(p.name) for p in entry.iterdir() if p.is_dir() and p.name.isdigit() and (p / filename).is_file())
+    versions = sorted(
+        int(p.name) for p in entry.iterdir() if p.is_dir() and p.name.isdigit() and (p / filename).is_file()
+    )
     if not versions:
         raise RepositoryError(f"{entry}: no version folder with {filename}")
     return str(versions[-1])
@@ -61,17 +63,31 @@ def model_info(entry: Path, config: model_config_pb2.ModelConfig, version: str) 
     checkpoint = entry / CHECKPOINT_FILE
     info = info_from_config(config, version, labels=labels, checkpoint=checkpoint if checkpoint.is_file() else None)
     if info is None:
-        raise RepositoryError(f"{entry / 'config.pbtxt'}: not a weakseg export (parameters model_kind = segmenter or "
-                              "classifier, and classes or labels.txt, are needed)")
+        raise RepositoryError(
+            f"{entry / 'config.pbtxt'}: not a weakseg export (parameters model_kind = segmenter or "
+            "classifier, and classes or labels.txt, are needed)"
+        )
     if not info.name:
         info = replace(info, name=entry.name)
     return info
 
 
 class _LoadedModel:
-    def __init__(self, info: ModelInfo, config: model_config_pb2.ModelConfig, session, batcher: DynamicBatcher,
-                 output_names: list[str]) -> None:
-        self.info, self.config, self.session, self.batcher, self.output_names = info, config, session, batcher, output_names
+    def __init__(
+        self,
+        info: ModelInfo,
+        config: model_config_pb2.ModelConfig,
+        session,
+        batcher: DynamicBatcher,
+        output_names: list[str],
+    ) -> None:
+        self.info, self.config, self.session, self.batcher, self.output_names = (
+            info,
+            config,
+            session,
+            batcher,
+            output_names,
+        )
 
 
 class EmbeddedBackend(Backend):
@@ -80,9 +96,16 @@ class EmbeddedBackend(Backend):
     name = "embedded"
     supports_gradients = True
 
-    def __init__(self, repo: str | Path, *, device: str = "auto", threads: int | None = None,
-                 batching: BatchingOptions | None = None, models: Sequence[str] = (),
-                 spin_wait: bool | None = None) -> None:
+    def __init__(
+        self,
+        repo: str | Path,
+        *,
+        device: str = "auto",
+        threads: int | None = None,
+        batching: BatchingOptions | None = None,
+        models: Sequence[str] = (),
+        spin_wait: bool | None = None,
+    ) -> None:
         """Load every entry of `repo` (or only `models`); `batching` overrides each config's knobs.
 
         spin_wait: onnxruntime's idle-thread busy wait (None = its default, on); see weakseg.export.runtime.
@@ -97,7 +120,9 @@ class EmbeddedBackend(Backend):
                 raise RepositoryError(f"{self.repo}: no entries named {sorted(missing)}")
             entries = [p for p in entries if p.name in models]
         if not entries:
-            raise RepositoryError(f"{self.repo}: no model entries (folders with config.pbtxt); run `weakseg export` first")
+            raise RepositoryError(
+                f"{self.repo}: no model entries (folders with config.pbtxt); run `weakseg export` first"
+            )
         try:
             self._providers = providers_for(device)
         except ValueError as e:
@@ -122,18 +147,25 @@ class EmbeddedBackend(Backend):
         version = latest_version(entry)
         info = model_info(entry, config, version)
         try:
-            session = ort_session((entry / version / "model.onnx").read_bytes(), self._providers, self._threads, self._spin)
+            session = ort_session(
+                (entry / version / "model.onnx").read_bytes(), self._providers, self._threads, self._spin
+            )
         except Exception as e:  # onnxruntime raises its own exception types
             raise RepositoryError(f"{entry / version / 'model.onnx'}: onnxruntime cannot load it ({e})") from e
         if self._device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
-            raise RepositoryError(f"{entry.name}: the CUDA provider failed to start (see onnxruntime's message); use --device cpu")
+            raise RepositoryError(
+                f"{entry.name}: the CUDA provider failed to start (see onnxruntime's message); use --device cpu"
+            )
         names = [o.name for o in session.get_outputs()]
         if batching is None:
             queue = config.dynamic_batching.default_queue_policy.max_queue_size or 64
             workers = sum(g.count or 1 for g in config.instance_group) or 1
-            batching = BatchingOptions(max_batch_size=max(1, config.max_batch_size),
-                                       max_queue_delay_s=config.dynamic_batching.max_queue_delay_microseconds / 1e6,
-                                       max_queue_size=queue, workers=workers)
+            batching = BatchingOptions(
+                max_batch_size=max(1, config.max_batch_size),
+                max_queue_delay_s=config.dynamic_batching.max_queue_delay_microseconds / 1e6,
+                max_queue_size=queue,
+                workers=workers,
+            )
 
         def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             return dict(zip(names, session.run(names, inputs), strict=True))
@@ -169,8 +201,15 @@ class EmbeddedBackend(Backend):
         """Requests waiting in a model's batcher."""
         return self._models[name].batcher.queued()
 
-    def infer(self, name: str, inputs: dict[str, np.ndarray], outputs: Sequence[str], *, version: str = "",
-              timeout: float | None = None) -> dict[str, np.ndarray]:
+    def infer(
+        self,
+        name: str,
+        inputs: dict[str, np.ndarray],
+        outputs: Sequence[str],
+        *,
+        version: str = "",
+        timeout: float | None = None,
+    ) -> dict[str, np.ndarray]:
         """Batched forward pass through the model's dynamic batcher, within `timeout` seconds."""
         info = self.model(name, version)
         loaded = self._models[info.name]
@@ -186,9 +225,13 @@ class EmbeddedBackend(Backend):
             result = future.result(timeout)
         except FutureTimeout:
             future.cancel()
-            raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, f"model {name!r} did not answer within the deadline") from None
+            raise ServingError(
+                grpc.StatusCode.DEADLINE_EXCEEDED, f"model {name!r} did not answer within the deadline"
+            ) from None
         except (OrtInvalidArgument, OrtFail) as e:  # a shape the graph cannot take, for instance
-            raise invalid(f"model {name!r} rejected the input ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+            raise invalid(
+                f"model {name!r} rejected the input ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+            ) from e
         return {k: result[k] for k in (outputs or loaded.output_names)}
 
     def close(self) -> None:

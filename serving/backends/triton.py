@@ -59,11 +59,21 @@ class TritonBackend(Backend):
     name = "triton"
     supports_gradients = False
 
-    def __init__(self, url: str, *, timeout: float = 30.0, health_timeout: float = 2.0,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, catalogue_ttl: float = 5.0,
-                 max_reconnect_backoff: float = 2.0,
-                 headers: dict[str, str] | None = None, ssl: bool = False, root_certificates: str | None = None,
-                 private_key: str | None = None, certificate_chain: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 30.0,
+        health_timeout: float = 2.0,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        catalogue_ttl: float = 5.0,
+        max_reconnect_backoff: float = 2.0,
+        headers: dict[str, str] | None = None,
+        ssl: bool = False,
+        root_certificates: str | None = None,
+        private_key: str | None = None,
+        certificate_chain: str | None = None,
+    ) -> None:
         """Connect lazily to `url` (host:port of Triton's gRPC endpoint); nothing fails here if Triton is down yet.
 
         timeout: default per-request deadline (s); health_timeout: deadline of the readiness calls;
@@ -76,13 +86,19 @@ class TritonBackend(Backend):
         self.url, self.timeout, self.health_timeout, self.catalogue_ttl = url, timeout, health_timeout, catalogue_ttl
         self.max_message_bytes, self._headers = max_message_bytes, dict(headers or {})
         self._client = grpcclient.InferenceServerClient(
-            url, ssl=ssl, root_certificates=root_certificates, private_key=private_key,
+            url,
+            ssl=ssl,
+            root_certificates=root_certificates,
+            private_key=private_key,
             certificate_chain=certificate_chain,
-            channel_args=[("grpc.max_send_message_length", max_message_bytes),
-                          ("grpc.max_receive_message_length", max_message_bytes),
-                          ("grpc.initial_reconnect_backoff_ms", 100),
-                          ("grpc.min_reconnect_backoff_ms", 100),
-                          ("grpc.max_reconnect_backoff_ms", max(100, int(max_reconnect_backoff * 1000)))])
+            channel_args=[
+                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.min_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", max(100, int(max_reconnect_backoff * 1000))),
+            ],
+        )
         self._lock = threading.Lock()
         self._catalogue: list[ModelInfo] | None = None
         self._fetched_at = 0.0
@@ -100,7 +116,9 @@ class TritonBackend(Backend):
         found = []
         for key in sorted(latest.items()):
             if key not in self._configs:
-                response = self._client.get_model_config(*key, headers=self._headers, client_timeout=self.health_timeout)
+                response = self._client.get_model_config(
+                    *key, headers=self._headers, client_timeout=self.health_timeout
+                )
                 self._configs[key] = info_from_config(response.config, key[1])
             info = self._configs[key]
             if info is not None:
@@ -145,13 +163,23 @@ class TritonBackend(Backend):
                 self._catalogue, self._fetched_at = self._fetch_catalogue(), time.monotonic()
                 catalogue = list(self._catalogue)
             return bool(catalogue) and all(
-                self._client.is_model_ready(m.name, m.version, headers=self._headers, client_timeout=self.health_timeout)
-                for m in catalogue)
+                self._client.is_model_ready(
+                    m.name, m.version, headers=self._headers, client_timeout=self.health_timeout
+                )
+                for m in catalogue
+            )
         except InferenceServerException:
             return False
 
-    def infer(self, name: str, inputs: dict[str, np.ndarray], outputs: Sequence[str], *, version: str = "",
-              timeout: float | None = None) -> dict[str, np.ndarray]:
+    def infer(
+        self,
+        name: str,
+        inputs: dict[str, np.ndarray],
+        outputs: Sequence[str],
+        *,
+        version: str = "",
+        timeout: float | None = None,
+    ) -> dict[str, np.ndarray]:
         """One Triton inference (shapes are checked by Triton); the requested outputs by name. Raises ServingError."""
         info = self.model(name, version)
         specs = {t.name: t for t in info.inputs}
@@ -166,10 +194,14 @@ class TritonBackend(Backend):
             tensor.set_data_from_numpy(np.ascontiguousarray(array))
             request.append(tensor)
         try:
-            result = self._client.infer(name, request, model_version=version,
-                                        outputs=[grpcclient.InferRequestedOutput(o) for o in outputs],
-                                        client_timeout=self.timeout if timeout is None else timeout,
-                                        headers=self._headers)
+            result = self._client.infer(
+                name,
+                request,
+                model_version=version,
+                outputs=[grpcclient.InferRequestedOutput(o) for o in outputs],
+                client_timeout=self.timeout if timeout is None else timeout,
+                headers=self._headers,
+            )
         except InferenceServerException as e:
             error = serving_error(e, f"model {name!r} on Triton")
             if error.code == grpc.StatusCode.NOT_FOUND:

@@ -12,8 +12,14 @@ from weakseg.attribution.gradcam import GradCAM
 from weakseg.attribution.rib import RIB
 from weakseg.attribution.rib_advcam import RIBAdvCAM
 
-METHODS: dict[str, type[AttributionMethod]] = {"cam": CAM, "gradcam": GradCAM, "advcam": AdvCAM, "rib": RIB,
-                                               "fickle": FickleNet, "rib-advcam": RIBAdvCAM}
+METHODS: dict[str, type[AttributionMethod]] = {
+    "cam": CAM,
+    "gradcam": GradCAM,
+    "advcam": AdvCAM,
+    "rib": RIB,
+    "fickle": FickleNet,
+    "rib-advcam": RIBAdvCAM,
+}
 
 
 def build_method(name: str, **params: Any) -> AttributionMethod:
@@ -26,5 +32,16 @@ def build_method(name: str, **params: Any) -> AttributionMethod:
         raise ValueError(f"bad parameters for method {name!r}: {e}") from e
 
 
-__all__ = ["AttributionMethod", "MultiScale", "compute_maps", "build_method", "METHODS", "CAM", "GradCAM", "AdvCAM",
-           "RIB", "FickleNet", "RIBAdvCAM"]
+__all__ = [
+    "AttributionMethod",
+    "MultiScale",
+    "compute_maps",
+    "build_method",
+    "METHODS",
+    "CAM",
+    "GradCAM",
+    "AdvCAM",
+    "RIB",
+    "FickleNet",
+    "RIBAdvCAM",
+]

@@ -47,23 +47,48 @@ class AdvCAM(AttributionMethod):
     """Adversarial climbing per class present, at every scale and flip of the inference."""
 
     steps: int = field(default=27, metadata={"help": "T: adversarial climbing steps (Eq. 3.5); 0 gives CAM"})
-    xi: float = field(default=0.008, metadata={"help": "xi: step size of the text variant, in normalised-input units (Eq. 3.5)"})
-    lam: float = field(default=7.0, metadata={"help": "lambda: weight of the restricting regulariser (Eq. 3.6); 0 switches it off"})
+    xi: float = field(
+        default=0.008, metadata={"help": "xi: step size of the text variant, in normalised-input units (Eq. 3.5)"}
+    )
+    lam: float = field(
+        default=7.0, metadata={"help": "lambda: weight of the restricting regulariser (Eq. 3.6); 0 switches it off"}
+    )
     tau: float = field(default=0.5, metadata={"help": "tau: threshold of the restricting mask M (Eq. 3.4)"})
     suppress_others: bool = field(default=True, metadata={"help": "subtract the logits of all other classes (Eq. 3.6)"})
     restrict: bool = field(default=True, metadata={"help": "apply the restricting-mask regulariser (Eq. 3.6)"})
-    variant: str = field(default="text", metadata={"help": "text: the dissertation's equations; code: the authors' public code",
-                                                    "choices": ["text", "code"]})
-    code_xi: float = field(default=0.08, metadata={"help": "step size of the code variant (L-infinity-normalised gradient)"})
-    code_map_scale: float | None = field(default=None, metadata={
-        "help": "code variant: scale of the map in the regulariser; 'head' (default) = 1/K+_c, their Grad-CAM "
-                "normalisation computed from the head's positive weights per class; or a fixed number",
-        "parse": lambda s: None if s.lower() in ("head", "none") else float(s), "metavar": "head|SCALE"})
-    code_clamp: str = field(default="initial", metadata={"help": "code variant: clamp every step to the bounds of x^0 "
-                                                                  "(initial) or of the current image (current, theirs)",
-                                                          "choices": ["initial", "current"]})
-    max_batch: int = field(default=16, metadata={"help": "most trajectories (classes x flips) climbed in one batch; "
-                                                         "bounds memory, does not change the maps"})
+    variant: str = field(
+        default="text",
+        metadata={
+            "help": "text: the dissertation's equations; code: the authors' public code",
+            "choices": ["text", "code"],
+        },
+    )
+    code_xi: float = field(
+        default=0.08, metadata={"help": "step size of the code variant (L-infinity-normalised gradient)"}
+    )
+    code_map_scale: float | None = field(
+        default=None,
+        metadata={
+            "help": "code variant: scale of the map in the regulariser; 'head' (default) = 1/K+_c, their Grad-CAM "
+            "normalisation computed from the head's positive weights per class; or a fixed number",
+            "parse": lambda s: None if s.lower() in ("head", "none") else float(s),
+            "metavar": "head|SCALE",
+        },
+    )
+    code_clamp: str = field(
+        default="initial",
+        metadata={
+            "help": "code variant: clamp every step to the bounds of x^0 "
+            "(initial) or of the current image (current, theirs)",
+            "choices": ["initial", "current"],
+        },
+    )
+    max_batch: int = field(
+        default=16,
+        metadata={
+            "help": "most trajectories (classes x flips) climbed in one batch; bounds memory, does not change the maps"
+        },
+    )
 
     name = "advcam"
 
@@ -95,7 +120,9 @@ class AdvCAM(AttributionMethod):
             return (self.steps // 2 if self.steps > 10 else 5), 1.0
         return self.steps, 1.0
 
-    def trajectory_maps(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
+    def trajectory_maps(
+        self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = ""
+    ) -> torch.Tensor:
         """ReLU'd raw CAMs along every trajectory: [S, N, K, h, w], S = T+1 (text) or T (code) recorded steps.
 
         scale_maps is the weighted sum over S; benchmarks read the T curve from the partial sums.
@@ -104,12 +131,16 @@ class AdvCAM(AttributionMethod):
         steps, _ = self.schedule(image_key)
         rows = x.repeat(k, 1, 1, 1)  # row r = class r // n, image r % n
         targets = classes.to(x.device).repeat_interleave(n)
-        chunks = [climb(model, rows[i:i + self.max_batch], targets[i:i + self.max_batch], self, steps)
-                  for i in range(0, len(rows), self.max_batch)]
+        chunks = [
+            climb(model, rows[i : i + self.max_batch], targets[i : i + self.max_batch], self, steps)
+            for i in range(0, len(rows), self.max_batch)
+        ]
         maps = torch.cat(chunks, dim=1)  # [S, K*N, h, w]
         return maps.view(maps.shape[0], k, n, *maps.shape[-2:]).transpose(1, 2)
 
-    def scale_maps(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
+    def scale_maps(
+        self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = ""
+    ) -> torch.Tensor:
         """sum_t CAM(x^t) per class and image: [N, K, h, w]."""
         if len(classes) == 0:
             with torch.no_grad():
@@ -124,8 +155,9 @@ def input_normalization(model: CAMModel, like: torch.Tensor) -> tuple[torch.Tens
     return model.normalize.mean.to(like.device), model.normalize.std.to(like.device)
 
 
-def climb_forward(model: CAMModel, z: torch.Tensor, targets: torch.Tensor, cfg: AdvCAM,
-                  mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def climb_forward(
+    model: CAMModel, z: torch.Tensor, targets: torch.Tensor, cfg: AdvCAM, mean: torch.Tensor, std: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward on normalised inputs z [R,3,h,w]: (logits [R,C], raw CAM of each row's target [R,h',w'])."""
     logits, cams = model.logits_and_cams(z * std + mean)
     if cfg.variant == "code":
@@ -137,8 +169,10 @@ def head_positive_counts(model: CAMModel) -> torch.Tensor:
     """K+_c [C]: the number of positive weights in each class row of the model's bias-free 1x1 head."""
     weight = model.classifier.weight if isinstance(model.classifier, nn.Conv2d) else None
     if weight is None or weight.shape[2:] != (1, 1):
-        raise ValueError("AdvCAM's code variant takes its map scale from a 1x1 classification head (model.classifier); "
-                         f"this model's head is {type(model.classifier).__name__}: pass code_map_scale=<number>")
+        raise ValueError(
+            "AdvCAM's code variant takes its map scale from a 1x1 classification head (model.classifier); "
+            f"this model's head is {type(model.classifier).__name__}: pass code_map_scale=<number>"
+        )
     return (weight.detach().flatten(1) > 0).sum(dim=1)
 
 
@@ -150,8 +184,15 @@ def code_scales(cfg: AdvCAM, model: CAMModel, targets: torch.Tensor) -> torch.Te
     return (1.0 / counts.float())[:, None, None]
 
 
-def climb_objective(cfg: AdvCAM, logits: torch.Tensor, cam: torch.Tensor, targets: torch.Tensor,
-                    ref: torch.Tensor, ref_max: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+def climb_objective(
+    cfg: AdvCAM,
+    logits: torch.Tensor,
+    cam: torch.Tensor,
+    targets: torch.Tensor,
+    ref: torch.Tensor,
+    ref_max: torch.Tensor,
+    scale: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Eq. 3.6 per trajectory [R]: y_c - sum_{k != c} y_k - lambda * ||M (.) |CAM(x^{t-1}) - CAM(x^0)| ||_1.
 
     ref is ReLU(raw CAM(x^0)) [R,h,w] and ref_max its per-row maximum [R,1,1] (the text's fixed normaliser);
@@ -174,9 +215,17 @@ def climb_objective(cfg: AdvCAM, logits: torch.Tensor, cam: torch.Tensor, target
     return objective
 
 
-def climb_step(model: CAMModel, z: torch.Tensor, targets: torch.Tensor, cfg: AdvCAM, mean: torch.Tensor,
-               std: torch.Tensor, ref: torch.Tensor | None = None, ref_max: torch.Tensor | None = None,
-               bounds: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def climb_step(
+    model: CAMModel,
+    z: torch.Tensor,
+    targets: torch.Tensor,
+    cfg: AdvCAM,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    ref: torch.Tensor | None = None,
+    ref_max: torch.Tensor | None = None,
+    bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One step of Eq. 3.5 for every row of z (normalised inputs [R,3,h,w]): one forward, one input-gradient backward.
 
     Returns (z^t, ReLU'd raw CAM of x^{t-1} [R,h',w'], ref, ref_max); ref/ref_max (the CAM of x^0 and its maximum)

@@ -32,11 +32,14 @@ class AttributionMethod(ABC):
     name: str = "abstract"
 
     @abstractmethod
-    def scale_maps(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
+    def scale_maps(
+        self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = ""
+    ) -> torch.Tensor:
         """Raw non-negative maps [N, K, h, w] for a batch x [N,3,h_in,w_in] and K class indices (0-based)."""
 
-    def multiscale_maps(self, model: CAMModel, batches: Sequence[torch.Tensor], classes: torch.Tensor, *,
-                        image_keys: Sequence[str]) -> Iterator[torch.Tensor]:
+    def multiscale_maps(
+        self, model: CAMModel, batches: Sequence[torch.Tensor], classes: torch.Tensor, *, image_keys: Sequence[str]
+    ) -> Iterator[torch.Tensor]:
         """scale_maps of one image's batches at every scale (compute_maps' order), yielded one scale at a time.
 
         A method whose work is shared by the scales of an image (RIB adapts the weights once) overrides this.
@@ -62,8 +65,15 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-def compute_maps(method: AttributionMethod, model: CAMModel, image: torch.Tensor, classes: Sequence[int],
-                 multiscale: MultiScale = MultiScale(), *, image_key: str = "") -> torch.Tensor:
+def compute_maps(
+    method: AttributionMethod,
+    model: CAMModel,
+    image: torch.Tensor,
+    classes: Sequence[int],
+    multiscale: MultiScale = MultiScale(),
+    *,
+    image_key: str = "",
+) -> torch.Tensor:
     """Maps [K, H, W] in [0, 1] for one image [3,H,W] (float RGB in [0,1]) and 0-based class indices.
 
     Per scale, the image and its flip form one batch; maps are flipped back, resized to the image,

@@ -17,7 +17,9 @@ class CAM(AttributionMethod):
 
     name = "cam"
 
-    def scale_maps(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
+    def scale_maps(
+        self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = ""
+    ) -> torch.Tensor:
         """ReLU(w_c^T f(x)) for the requested classes: [N, K, h, w]."""
         with torch.no_grad():
             _, cams = model.logits_and_cams(x)

@@ -29,8 +29,9 @@ from weakseg.models.contract import CAMModel
 class WeightAdapter(Protocol):
     """Something that adapts a model to one image (RIB)."""
 
-    def adaptation(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "",
-                   keep: str = "all") -> Iterator[CAMModel]:
+    def adaptation(
+        self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "", keep: str = "all"
+    ) -> Iterator[CAMModel]:
         """theta_0..theta_K for the image one at a time (keep="last": theta_K only); theta_k may be updated in
         place into theta_{k+1} once the next one is asked for."""
 
@@ -64,17 +65,22 @@ class Adapted(AttributionMethod):
         self.adapter.check_inputs(num_classes)
         self.inner.check_inputs(num_classes)
 
-    def scale_maps(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
+    def scale_maps(
+        self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = ""
+    ) -> torch.Tensor:
         """sum over the selected adapted models of inner.scale_maps: [N, K, h, w] (adapting on x itself)."""
         return next(iter(self.multiscale_maps(model, [x], classes, image_keys=[image_key])))
 
-    def multiscale_maps(self, model: CAMModel, batches: Sequence[torch.Tensor], classes: torch.Tensor, *,
-                        image_keys: Sequence[str]) -> Iterator[torch.Tensor]:
+    def multiscale_maps(
+        self, model: CAMModel, batches: Sequence[torch.Tensor], classes: torch.Tensor, *, image_keys: Sequence[str]
+    ) -> Iterator[torch.Tensor]:
         """Per scale, the sum over the selected adapted models of inner.scale_maps, from one adaptation on batches[0]."""
         totals: list[torch.Tensor | None] = [None] * len(batches)
         keep = "last" if self.at == "last" else "all"
         for m in self.adapter.adaptation(model, batches[0], classes, image_key=image_keys[0], keep=keep):
-            for i, (x, key) in enumerate(zip(batches, image_keys, strict=True)):  # every scale before m is updated in place
+            for i, (x, key) in enumerate(
+                zip(batches, image_keys, strict=True)
+            ):  # every scale before m is updated in place
                 maps, before = self.inner.scale_maps(m, x, classes, image_key=key), totals[i]
                 totals[i] = maps if before is None else before + maps
         for total in totals:
@@ -91,7 +97,9 @@ class ComposedMethod(AttributionMethod):
     at: str  # a field of every subclass (composed_method adds it)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_parts", Adapted(self._build(self.adapter_cls), self._build(self.inner_cls), at=self.at))
+        object.__setattr__(
+            self, "_parts", Adapted(self._build(self.adapter_cls), self._build(self.inner_cls), at=self.at)
+        )
 
     def _build(self, cls: type) -> Any:
         params = {f.name: getattr(self, f"{_prefix(cls)}_{f.name}") for f in dataclasses.fields(cls) if f.init}
@@ -102,12 +110,15 @@ class ComposedMethod(AttributionMethod):
         """The adapter and the inner method as objects."""
         return self._parts  # type: ignore[attr-defined]
 
-    def scale_maps(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
+    def scale_maps(
+        self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = ""
+    ) -> torch.Tensor:
         """The composition's maps (see Adapted)."""
         return self.parts.scale_maps(model, x, classes, image_key=image_key)
 
-    def multiscale_maps(self, model: CAMModel, batches: Sequence[torch.Tensor], classes: torch.Tensor, *,
-                        image_keys: Sequence[str]) -> Iterator[torch.Tensor]:
+    def multiscale_maps(
+        self, model: CAMModel, batches: Sequence[torch.Tensor], classes: torch.Tensor, *, image_keys: Sequence[str]
+    ) -> Iterator[torch.Tensor]:
         """The composition's maps at every scale of one image, from one adaptation (see Adapted)."""
         return self.parts.multiscale_maps(model, batches, classes, image_keys=image_keys)
 
@@ -127,18 +138,38 @@ def _prefix(cls: Any) -> str:
     return cls.name.replace("-", "_")
 
 
-def composed_method(name: str, class_name: str, adapter_cls: type, inner_cls: type[AttributionMethod],
-                    at: str = "last") -> type[AttributionMethod]:
+def composed_method(
+    name: str, class_name: str, adapter_cls: type, inner_cls: type[AttributionMethod], at: str = "last"
+) -> type[AttributionMethod]:
     """A frozen dataclass `class_name` registered as method `name`: adapter_cls's weights, then inner_cls."""
     specs = []
     for cls in (adapter_cls, inner_cls):
         for f in dataclasses.fields(cls):
             if f.init:
                 specs.append((f"{_prefix(cls)}_{f.name}", f.type, field(default=f.default, metadata=f.metadata)))
-    specs.append(("at", "str", field(default=at, metadata={
-        "help": f"last: {inner_cls.name} on the final adapted weights; every: summed over all adapted weights",
-        "choices": ["last", "every"]})))
-    cls = dataclasses.make_dataclass(class_name, specs, bases=(ComposedMethod,), frozen=True,
-                                     namespace={"name": name, "adapter_cls": adapter_cls, "inner_cls": inner_cls,
-                                                "__doc__": f"{adapter_cls.__name__} adaptation followed by {inner_cls.__name__}."})
+    specs.append(
+        (
+            "at",
+            "str",
+            field(
+                default=at,
+                metadata={
+                    "help": f"last: {inner_cls.name} on the final adapted weights; every: summed over all adapted weights",
+                    "choices": ["last", "every"],
+                },
+            ),
+        )
+    )
+    cls = dataclasses.make_dataclass(
+        class_name,
+        specs,
+        bases=(ComposedMethod,),
+        frozen=True,
+        namespace={
+            "name": name,
+            "adapter_cls": adapter_cls,
+            "inner_cls": inner_cls,
+            "__doc__": f"{adapter_cls.__name__} adaptation followed by {inner_cls.__name__}.",
+        },
+    )
     return cls

@@ -37,13 +37,22 @@ class FickleNet(AttributionMethod):
     """Stochastic hidden-unit selection in the classifier's k x k head, many samples aggregated."""
 
     samples: int = field(default=200, metadata={"help": "stochastic maps per image and view (FickleNet paper: 200)"})
-    aggregate: str = field(default="max", metadata={"help": "how the normalised sample maps become one map",
-                                                    "choices": ["max", "vote", "mean"]})
-    threshold: float = field(default=0.5, metadata={"help": "vote: a sample assigns a pixel to the class above this score"})
+    aggregate: str = field(
+        default="max",
+        metadata={"help": "how the normalised sample maps become one map", "choices": ["max", "vote", "mean"]},
+    )
+    threshold: float = field(
+        default=0.5, metadata={"help": "vote: a sample assigns a pixel to the class above this score"}
+    )
     seed: int = field(default=0, metadata={"help": "seed of the dropout masks (combined with the image key)"})
-    mask: str = field(default="spatial", metadata={"help": "spatial: one draw per window position shared by all channels "
-                                                           "(as the head is trained); element: one per channel too",
-                                                   "choices": ["spatial", "element"]})
+    mask: str = field(
+        default="spatial",
+        metadata={
+            "help": "spatial: one draw per window position shared by all channels "
+            "(as the head is trained); element: one per channel too",
+            "choices": ["spatial", "element"],
+        },
+    )
 
     name = "fickle"
 
@@ -59,12 +68,16 @@ class FickleNet(AttributionMethod):
         """The configuration (threshold only matters for vote, but is recorded as given)."""
         return {"method": self.name, **asdict(self)}
 
-    def scale_maps(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
+    def scale_maps(
+        self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = ""
+    ) -> torch.Tensor:
         """Aggregated normalised sample maps [N, K, h, w] (the backbone runs once, the head `samples` times)."""
         head = model.classifier
         if not isinstance(head, FickleHead):
-            raise WeaksegError("fickle needs a classifier with a FickleNet head (train it with "
-                               "`weakseg train classifier --head fickle`); a 1x1 head has nothing to select from")
+            raise WeaksegError(
+                "fickle needs a classifier with a FickleNet head (train it with "
+                "`weakseg train classifier --head fickle`); a 1x1 head has nothing to select from"
+            )
         with torch.no_grad():
             feats = model.features(x)
             expanded = expand_windows(feats, head.kernel)  # [N, D, h*k, w*k]

@@ -32,7 +32,9 @@ class GradCAM(AttributionMethod):
         if not self.target_layer:
             raise ValueError("target layer must name a stage of the model (e.g. layer3)")
 
-    def scale_maps(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
+    def scale_maps(
+        self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = ""
+    ) -> torch.Tensor:
         """One forward and one backward for all classes: the batch is repeated per class. [N, K, h, w]."""
         if self.target_layer not in model.stages:
             raise ValueError(f"gradcam target layer {self.target_layer!r} is not a stage of the model {model.stages}")

@@ -50,41 +50,74 @@ class RIB(AttributionMethod):
 
     steps: int = field(default=10, metadata={"help": "K: adaptation iterations"})
     lr: float = field(default=8e-6, metadata={"help": "lambda: learning rate of the adaptation (plain SGD)"})
-    batch: int = field(default=20, metadata={"help": "B: the image plus B-1 random other training images per iteration"})
+    batch: int = field(
+        default=20, metadata={"help": "B: the image plus B-1 random other training images per iteration"}
+    )
     margin: float = field(default=600.0, metadata={"help": "m: margin of L_RIB = -sum_c t_c min(m, y^c)"})
-    pooling: str = field(default="gndrp", metadata={"help": "pooling of the class maps into logits during adaptation",
-                                                    "choices": ["gndrp", "gap"]})
-    tau: float = field(default=0.4, metadata={"help": "GNDRP threshold: pool the locations whose normalised CAM <= tau"})
-    data: str = field(default="", metadata={"help": "VOC2012 folder of the training set the companions are drawn from (required)",
-                                            "location": True})  # a place, not a setting: recorded, never pinned
+    pooling: str = field(
+        default="gndrp",
+        metadata={"help": "pooling of the class maps into logits during adaptation", "choices": ["gndrp", "gap"]},
+    )
+    tau: float = field(
+        default=0.4, metadata={"help": "GNDRP threshold: pool the locations whose normalised CAM <= tau"}
+    )
+    data: str = field(
+        default="",
+        metadata={
+            "help": "VOC2012 folder of the training set the companions are drawn from (required)",
+            "location": True,
+        },
+    )  # a place, not a setting: recorded, never pinned
     split: str = field(default="train", metadata={"help": "split (or list file) of the companions"})
-    labels: str = field(default="auto", metadata={"help": "image-level labels of the companions: xml, auto or a cls_labels.npy path"})
-    seed: int = field(default=0, metadata={"help": "global seed; an image's companions depend on (seed, image id) only"})
+    labels: str = field(
+        default="auto", metadata={"help": "image-level labels of the companions: xml, auto or a cls_labels.npy path"}
+    )
+    seed: int = field(
+        default=0, metadata={"help": "global seed; an image's companions depend on (seed, image id) only"}
+    )
     crop: int = field(default=128, metadata={"help": "companion crop size (as in classifier training)"})
     scale_min: float = field(default=0.75, metadata={"help": "companion random rescale, lower bound"})
     scale_max: float = field(default=1.25, metadata={"help": "companion random rescale, upper bound"})
-    margin_mode: str = field(default="clamp", metadata={"help": "clamp: min(m, y) as in the text; stop: the authors' code, "
-                                                                "plain logits and stop once the image's summed target logits exceed m",
-                                                        "choices": ["clamp", "stop"]})
-    disjoint: bool = field(default=False, metadata={"help": "companions share no class with the image (the authors' code)"})
-    head_lr_mult: float = field(default=1.0, metadata={"help": "learning-rate multiplier of the classification layer (code: 10)"})
-    gndrp_mode: str = field(default="subset", metadata={"help": "subset: mean over U_tau (text); masked_mean: the code's "
-                                                                "masked raw CAM averaged over all locations",
-                                                        "choices": ["subset", "masked_mean"]})
+    margin_mode: str = field(
+        default="clamp",
+        metadata={
+            "help": "clamp: min(m, y) as in the text; stop: the authors' code, "
+            "plain logits and stop once the image's summed target logits exceed m",
+            "choices": ["clamp", "stop"],
+        },
+    )
+    disjoint: bool = field(
+        default=False, metadata={"help": "companions share no class with the image (the authors' code)"}
+    )
+    head_lr_mult: float = field(
+        default=1.0, metadata={"help": "learning-rate multiplier of the classification layer (code: 10)"}
+    )
+    gndrp_mode: str = field(
+        default="subset",
+        metadata={
+            "help": "subset: mean over U_tau (text); masked_mean: the code's "
+            "masked raw CAM averaged over all locations",
+            "choices": ["subset", "masked_mean"],
+        },
+    )
 
     name = "rib"
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.batch < 1 or self.crop < 8:
             raise ValueError("steps must be >= 0, batch >= 1 and crop >= 8")
-        if self.pooling not in ("gap", "gndrp") or self.margin_mode not in ("clamp", "stop") \
-                or self.gndrp_mode not in ("subset", "masked_mean"):
+        if (
+            self.pooling not in ("gap", "gndrp")
+            or self.margin_mode not in ("clamp", "stop")
+            or self.gndrp_mode not in ("subset", "masked_mean")
+        ):
             raise ValueError("pooling must be gap|gndrp, margin_mode clamp|stop, gndrp_mode subset|masked_mean")
         if not 0 < self.scale_min <= self.scale_max:
             raise ValueError(f"need 0 < scale_min <= scale_max, got {self.scale_min}, {self.scale_max}")
 
-    def adaptation(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "",
-                   keep: str = "all") -> Iterator[CAMModel]:
+    def adaptation(
+        self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "", keep: str = "all"
+    ) -> Iterator[CAMModel]:
         """theta_0..theta_K for this image, one at a time (theta_0 is `model` itself); keep="last": theta_K only.
 
         theta_1..theta_K are ONE copy of the model updated in place: each is valid until the next is asked for
@@ -111,10 +144,13 @@ class RIB(AttributionMethod):
         target[:, classes.to(x.device)] = 1.0
         for _ in range(self.steps):
             picks = rng.choice(len(candidates), size=self.batch - 1, replace=len(candidates) < self.batch - 1)
-            images, labels = pool.batch([str(candidates[i]) for i in picks], rng, self.crop,
-                                        (self.scale_min, self.scale_max), x.device, x.dtype)
+            images, labels = pool.batch(
+                [str(candidates[i]) for i in picks], rng, self.crop, (self.scale_min, self.scale_max), x.device, x.dtype
+            )
             if labels.shape[1] != target.shape[1]:
-                raise DataError(f"{self.data}: has {labels.shape[1]} classes but the model has {target.shape[1]} (--rib-data)")
+                raise DataError(
+                    f"{self.data}: has {labels.shape[1]} classes but the model has {target.shape[1]} (--rib-data)"
+                )
             work.requires_grad_(True)
             with torch.inference_mode(False), torch.enable_grad():
                 own = self.pooled_logits(work, x)
@@ -144,34 +180,51 @@ class RIB(AttributionMethod):
         except DataError as e:
             raise DataError(f"RIB companions (--rib-data): {e}") from e
         if pool.labels.shape[1] != num_classes:
-            raise DataError(f"{self.data}: has {pool.labels.shape[1]} classes but the model has {num_classes} (--rib-data)")
+            raise DataError(
+                f"{self.data}: has {pool.labels.shape[1]} classes but the model has {num_classes} (--rib-data)"
+            )
         if len(pool.ids) < 2:
-            raise DataError(f"{self.data}: split {self.split!r} has {len(pool.ids)} image(s); RIB needs companions (--rib-data)")
+            raise DataError(
+                f"{self.data}: split {self.split!r} has {len(pool.ids)} image(s); RIB needs companions (--rib-data)"
+            )
 
-    def adapt(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "",
-              keep: str = "all") -> list[CAMModel]:
+    def adapt(
+        self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "", keep: str = "all"
+    ) -> list[CAMModel]:
         """theta_0..theta_K as separate models (a copy per step; keep="last": [theta_K]): for inspection, since
         the maps are computed from `adaptation`'s single copy."""
-        return [m if m is model else copy.deepcopy(m) for m in self.adaptation(model, x, classes, image_key=image_key, keep=keep)]
+        return [
+            m if m is model else copy.deepcopy(m)
+            for m in self.adaptation(model, x, classes, image_key=image_key, keep=keep)
+        ]
 
     def pooled_logits(self, model: CAMModel, x: torch.Tensor) -> torch.Tensor:
         """Logits [N,C] of a batch with this method's pooling (GAP or GNDRP) of the raw class maps."""
         _, cams = model.logits_and_cams(x)
         return gndrp(cams, self.tau, self.gndrp_mode) if self.pooling == "gndrp" else gap(cams)
 
-    def trajectory_maps(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
+    def trajectory_maps(
+        self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = ""
+    ) -> torch.Tensor:
         """ReLU'd raw CAMs of every adapted model: [K+1, N, K_classes, h, w] (the K curve's partial sums)."""
-        return torch.stack([CAM().scale_maps(m, x, classes, image_key=image_key)
-                            for m in self.adaptation(model, x, classes, image_key=image_key)])
+        return torch.stack(
+            [
+                CAM().scale_maps(m, x, classes, image_key=image_key)
+                for m in self.adaptation(model, x, classes, image_key=image_key)
+            ]
+        )
 
-    def scale_maps(self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = "") -> torch.Tensor:
+    def scale_maps(
+        self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = ""
+    ) -> torch.Tensor:
         """sum_k CAM(x; theta_k): [N, K, h, w], adapting on x itself."""
         if len(classes) == 0:
             return CAM().scale_maps(model, x, classes)
         return Adapted(self, CAM(), at="every").scale_maps(model, x, classes, image_key=image_key)
 
-    def multiscale_maps(self, model: CAMModel, batches: Sequence[torch.Tensor], classes: torch.Tensor, *,
-                        image_keys: Sequence[str]) -> Iterator[torch.Tensor]:
+    def multiscale_maps(
+        self, model: CAMModel, batches: Sequence[torch.Tensor], classes: torch.Tensor, *, image_keys: Sequence[str]
+    ) -> Iterator[torch.Tensor]:
         """sum_k CAM(x_s; theta_k) for every scale s, from one adaptation on the first scale's batch."""
         if len(classes) == 0:
             return super().multiscale_maps(model, batches, classes, image_keys=image_keys)
@@ -207,8 +260,10 @@ class CompanionPool:
         from weakseg.data.voc import VOCDataset
 
         if not data:
-            raise WeaksegError("rib needs the training set its companions come from: pass --rib-data "
-                               "(--rib-advcam-rib-data for rib-advcam), a VOC2012 folder")
+            raise WeaksegError(
+                "rib needs the training set its companions come from: pass --rib-data "
+                "(--rib-advcam-rib-data for rib-advcam), a VOC2012 folder"
+            )
         self.dataset = VOCDataset(data, split, labels=labels)
         self.ids = np.asarray(self.dataset.ids)
         self.labels = np.stack([self.dataset.labels(i) for i in self.dataset.ids])
@@ -246,11 +301,20 @@ class CompanionPool:
         if disjoint_from:
             ok &= self.labels[:, disjoint_from].sum(axis=1) == 0
         if not ok.any():
-            raise DataError(f"{self.dataset.root}: no companion image for {image_id!r} in split {self.dataset.split_path.name}")
+            raise DataError(
+                f"{self.dataset.root}: no companion image for {image_id!r} in split {self.dataset.split_path.name}"
+            )
         return self.ids[ok]
 
-    def batch(self, ids: list[str], rng: np.random.Generator, crop: int, scale_range: tuple[float, float],
-              device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(
+        self,
+        ids: list[str],
+        rng: np.random.Generator,
+        crop: int,
+        scale_range: tuple[float, float],
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Augmented companions [B,3,crop,crop] and their labels [B,C] (augmentation drawn from rng)."""
         from weakseg.data.augment import scale_flip_crop, to_tensor
 
@@ -260,8 +324,10 @@ class CompanionPool:
             images.append(image)
             labels.append(torch.from_numpy(self.labels[self._row[i]]))
         if not images:
-            return (torch.zeros((0, 3, crop, crop), device=device, dtype=dtype),
-                    torch.zeros((0, self.labels.shape[1]), device=device, dtype=dtype))
+            return (
+                torch.zeros((0, 3, crop, crop), device=device, dtype=dtype),
+                torch.zeros((0, self.labels.shape[1]), device=device, dtype=dtype),
+            )
         return torch.stack(images).to(device, dtype), torch.stack(labels).to(device, dtype)
 
 

@@ -90,10 +90,18 @@ def _parse_object(obj: ET.Element, width: int, height: int, source: str) -> Obje
     xmax, ymax = _int(bnd, "xmax", source), _int(bnd, "ymax", source)
     if not (0 <= xmin <= xmax <= width and 0 <= ymin <= ymax <= height):
         raise DataError(
-            f"{source}: box of {name!r} ({xmin},{ymin},{xmax},{ymax}) is inverted or outside the {width}x{height} image")
-    return ObjectBox(name=name, xmin=xmin, ymin=ymin, xmax=xmax, ymax=ymax,
-                     difficult=_flag(obj, "difficult", source), truncated=_flag(obj, "truncated", source),
-                     pose=_text(obj, "pose", source, default="Unspecified"))
+            f"{source}: box of {name!r} ({xmin},{ymin},{xmax},{ymax}) is inverted or outside the {width}x{height} image"
+        )
+    return ObjectBox(
+        name=name,
+        xmin=xmin,
+        ymin=ymin,
+        xmax=xmax,
+        ymax=ymax,
+        difficult=_flag(obj, "difficult", source),
+        truncated=_flag(obj, "truncated", source),
+        pose=_text(obj, "pose", source, default="Unspecified"),
+    )
 
 
 def parse_voc_xml_string(text: str | bytes, source: str = "<string>") -> Annotation:
@@ -115,7 +123,10 @@ def parse_voc_xml_string(text: str | bytes, source: str = "<string>") -> Annotat
     if width <= 0 or height <= 0:
         raise DataError(f"{source}: image size must be positive, got {width}x{height}")
     return Annotation(
-        filename=_text(root, "filename", source), width=width, height=height, depth=depth,
+        filename=_text(root, "filename", source),
+        width=width,
+        height=height,
+        depth=depth,
         segmented=_flag(root, "segmented", source),
         objects=[_parse_object(obj, width, height, source) for obj in root.findall("object")],
         folder=_text(root, "folder", source, default="VOC2012"),

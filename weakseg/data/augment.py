@@ -22,13 +22,20 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
 
 
 @overload
-def scale_flip_crop(image: torch.Tensor, rng: np.random.Generator, crop: int, scale_range: tuple[float, float],
-                    label: None = None) -> tuple[torch.Tensor, None]: ...
+def scale_flip_crop(
+    image: torch.Tensor, rng: np.random.Generator, crop: int, scale_range: tuple[float, float], label: None = None
+) -> tuple[torch.Tensor, None]: ...
 @overload
-def scale_flip_crop(image: torch.Tensor, rng: np.random.Generator, crop: int, scale_range: tuple[float, float],
-                    label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
-def scale_flip_crop(image: torch.Tensor, rng: np.random.Generator, crop: int, scale_range: tuple[float, float],
-                    label: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def scale_flip_crop(
+    image: torch.Tensor, rng: np.random.Generator, crop: int, scale_range: tuple[float, float], label: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+def scale_flip_crop(
+    image: torch.Tensor,
+    rng: np.random.Generator,
+    crop: int,
+    scale_range: tuple[float, float],
+    label: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Randomly rescale (bilinear image, nearest label), flip, then pad (mean colour / ignore) and crop to crop x crop."""
     _, h, w = image.shape
     s = float(rng.uniform(*scale_range))
@@ -45,15 +52,15 @@ def scale_flip_crop(image: torch.Tensor, rng: np.random.Generator, crop: int, sc
         mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
         canvas = mean.expand(3, nh + ph, nw + pw).clone()
         top, left = int(rng.integers(0, ph + 1)), int(rng.integers(0, pw + 1))
-        canvas[:, top:top + nh, left:left + nw] = image
+        canvas[:, top : top + nh, left : left + nw] = image
         image = canvas
         if label is not None:
             lab = torch.full((nh + ph, nw + pw), IGNORE_INDEX, dtype=label.dtype)
-            lab[top:top + nh, left:left + nw] = label
+            lab[top : top + nh, left : left + nw] = label
             label = lab
         nh, nw = nh + ph, nw + pw
     y, x = int(rng.integers(0, nh - crop + 1)), int(rng.integers(0, nw - crop + 1))
-    image = image[:, y:y + crop, x:x + crop]
+    image = image[:, y : y + crop, x : x + crop]
     if label is not None:
-        label = label[y:y + crop, x:x + crop]
+        label = label[y : y + crop, x : x + crop]
     return image, label

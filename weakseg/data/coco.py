@@ -61,6 +61,7 @@ class CocoAnnotation:
 
 # -- rasterisation ------------------------------------------------------------------------------------
 
+
 def polygons_to_mask(polygons: list[list[float]], height: int, width: int) -> np.ndarray:
     """Rasterise COCO polygons ([x0, y0, x1, y1, ...] in pixel-edge coordinates) to a bool HxW mask."""
     mask = np.zeros((height, width), dtype=bool)
@@ -169,6 +170,7 @@ def segmentation_to_mask(segmentation: Any, height: int, width: int) -> np.ndarr
 
 # -- parsing ------------------------------------------------------------------------------------------
 
+
 def parse_annotation(entry: Any, source: str) -> CocoAnnotation:
     """Validate one raw COCO annotation dict into a CocoAnnotation."""
     try:
@@ -176,9 +178,12 @@ def parse_annotation(entry: Any, source: str) -> CocoAnnotation:
         if len(bbox) != 4 or bbox[2] < 0 or bbox[3] < 0:
             raise ValueError(f"bbox must be [x, y, w, h] with w, h >= 0, got {entry['bbox']}")
         return CocoAnnotation(
-            id=int(entry.get("id", -1)), image_id=int(entry["image_id"]), category_id=int(entry["category_id"]),
+            id=int(entry.get("id", -1)),
+            image_id=int(entry["image_id"]),
+            category_id=int(entry["category_id"]),
             bbox=bbox,  # a 4-tuple: the len check above narrows it
-            area=float(entry.get("area", bbox[2] * bbox[3])), iscrowd=bool(entry.get("iscrowd", 0)),
+            area=float(entry.get("area", bbox[2] * bbox[3])),
+            iscrowd=bool(entry.get("iscrowd", 0)),
             segmentation=entry.get("segmentation"),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as e:
@@ -217,13 +222,17 @@ class CocoDataset:
         self.image_root = Path(image_root) if image_root is not None else None
         data = _load_json(self.json_path)
         src = str(self.json_path)
-        if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
-                or not isinstance(data.get("annotations"), list):
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("images"), list)
+            or not isinstance(data.get("annotations"), list)
+        ):
             raise DataError(f"{src}: not a COCO instances file (needs 'images' and 'annotations' lists)")
         try:
             self.images: dict[int, CocoImage] = {
                 int(im["id"]): CocoImage(int(im["id"]), str(im["file_name"]), int(im["width"]), int(im["height"]))
-                for im in data["images"]}
+                for im in data["images"]
+            }
             self.categories: dict[int, str] = {int(c["id"]): str(c["name"]) for c in data.get("categories", [])}
         except (KeyError, TypeError, ValueError) as e:
             raise DataError(f"{src}: malformed images/categories entry ({type(e).__name__}: {e})") from e
@@ -270,8 +279,9 @@ class CocoDataset:
         rgb = read_rgb(path)
         info = self.images[image_id]
         if rgb.shape[:2] != (info.height, info.width):
-            raise DataError(f"{path}: image is {rgb.shape[1]}x{rgb.shape[0]}, {self.json_path.name} says "
-                            f"{info.width}x{info.height}")
+            raise DataError(
+                f"{path}: image is {rgb.shape[1]}x{rgb.shape[0]}, {self.json_path.name} says {info.width}x{info.height}"
+            )
         return rgb
 
     def mask(self, ann: CocoAnnotation) -> np.ndarray:

@@ -57,26 +57,55 @@ class ArchiveSpec:
 
 DATASETS: dict[str, tuple[ArchiveSpec, ...]] = {
     "voc": (
-        ArchiveSpec("trainval", "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
-                    "e14f763270cf193d0b5f74b169f44157a4b0c6efa708f4dd0ff78ee691763bcb", 1999639040,
-                    ".", "VOCdevkit/VOC2012/JPEGImages", "VOCdevkit/VOC2012/JPEGImages"),
+        ArchiveSpec(
+            "trainval",
+            "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
+            "e14f763270cf193d0b5f74b169f44157a4b0c6efa708f4dd0ff78ee691763bcb",
+            1999639040,
+            ".",
+            "VOCdevkit/VOC2012/JPEGImages",
+            "VOCdevkit/VOC2012/JPEGImages",
+        ),
     ),
     "sbd": (
-        ArchiveSpec("benchmark", "https://www2.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/"
-                    "semantic_contours/benchmark.tgz",
-                    "6a5a2918d5c73ce032fdeba876574d150d9d04113ab87540a1304cbcc715be53", None,
-                    ".", "benchmark_RELEASE/dataset/cls", "SBD/cls"),
+        ArchiveSpec(
+            "benchmark",
+            "https://www2.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/semantic_contours/benchmark.tgz",
+            "6a5a2918d5c73ce032fdeba876574d150d9d04113ab87540a1304cbcc715be53",
+            None,
+            ".",
+            "benchmark_RELEASE/dataset/cls",
+            "SBD/cls",
+        ),
     ),
     "coco": (
-        ArchiveSpec("annotations", "http://images.cocodataset.org/annotations/annotations_trainval2017.zip",
-                    "113a836d90195ee1f884e704da6304dfaaecff1f023f49b6ca93c4aaae470268", 252907541,
-                    "coco", "annotations", "coco/annotations"),
-        ArchiveSpec("val", "http://images.cocodataset.org/zips/val2017.zip",
-                    "4f7e2ccb2866ec5041993c9cf2a952bbed69647b115d0f74da7ce8f4bef82f05", 815585330,
-                    "coco", "val2017", "coco/val2017"),
-        ArchiveSpec("train", "http://images.cocodataset.org/zips/train2017.zip",
-                    "69a8bb58ea5f8f99d24875f21416de2e9ded3178e903f1f7603e283b9e06d929", 19336861798,
-                    "coco", "train2017", "coco/train2017"),
+        ArchiveSpec(
+            "annotations",
+            "http://images.cocodataset.org/annotations/annotations_trainval2017.zip",
+            "113a836d90195ee1f884e704da6304dfaaecff1f023f49b6ca93c4aaae470268",
+            252907541,
+            "coco",
+            "annotations",
+            "coco/annotations",
+        ),
+        ArchiveSpec(
+            "val",
+            "http://images.cocodataset.org/zips/val2017.zip",
+            "4f7e2ccb2866ec5041993c9cf2a952bbed69647b115d0f74da7ce8f4bef82f05",
+            815585330,
+            "coco",
+            "val2017",
+            "coco/val2017",
+        ),
+        ArchiveSpec(
+            "train",
+            "http://images.cocodataset.org/zips/train2017.zip",
+            "69a8bb58ea5f8f99d24875f21416de2e9ded3178e903f1f7603e283b9e06d929",
+            19336861798,
+            "coco",
+            "train2017",
+            "coco/train2017",
+        ),
     ),
 }
 
@@ -116,8 +145,9 @@ def _copy_stream(src: IO[bytes], dst: IO[bytes], total: int | None, label: str, 
     return h.hexdigest()
 
 
-def download(url: str, dest: str | os.PathLike, sha256: str | None, progress: bool = True,
-             timeout: float = 60.0) -> str:
+def download(
+    url: str, dest: str | os.PathLike, sha256: str | None, progress: bool = True, timeout: float = 60.0
+) -> str:
     """Stream url to dest (via a temp file), verify sha256 (None: warn, unverified); return the digest."""
     dest = Path(dest)
     expected = _normalise_sha(sha256)
@@ -148,6 +178,7 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None, progress: bo
 
 
 # -- safe extraction ---------------------------------------------------------------------------------
+
 
 def _check_member_name(name: str, archive: Path) -> PurePosixPath:
     """Refuse absolute names, drive letters and `..` components; return the normalised relative path."""
@@ -225,6 +256,7 @@ def install_archive(archive: Path, spec: ArchiveSpec, root: Path) -> Path:
 
 # -- dataset-level steps -----------------------------------------------------------------------------
 
+
 def _read_ids(path: Path) -> list[str]:
     """Non-empty stripped lines of a list file."""
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
@@ -237,7 +269,9 @@ def make_train_aug_ids(sbd_dir: str | os.PathLike, voc_root: str | os.PathLike) 
     for path in (sbd_dir / "train.txt", sbd_dir / "val.txt", seg / "train.txt", seg / "val.txt"):
         if not path.is_file():
             raise DataError(f"{path}: list needed for train_aug not found")
-    ids = set(_read_ids(sbd_dir / "train.txt")) | set(_read_ids(sbd_dir / "val.txt")) | set(_read_ids(seg / "train.txt"))
+    ids = (
+        set(_read_ids(sbd_dir / "train.txt")) | set(_read_ids(sbd_dir / "val.txt")) | set(_read_ids(seg / "train.txt"))
+    )
     return sorted(ids - set(_read_ids(seg / "val.txt")))
 
 
@@ -271,8 +305,15 @@ def select_parts(name: str, parts: list[str] | None = None) -> tuple[ArchiveSpec
     return tuple(s for s in specs if s.part in parts)
 
 
-def fetch_archive(spec: ArchiveSpec, root: Path, url: str | None = None, sha256: str | None = None,
-                  keep_archive: bool = False, progress: bool = True, force: bool = False) -> Path:
+def fetch_archive(
+    spec: ArchiveSpec,
+    root: Path,
+    url: str | None = None,
+    sha256: str | None = None,
+    keep_archive: bool = False,
+    progress: bool = True,
+    force: bool = False,
+) -> Path:
     """Download (or reuse a kept copy of) one archive, verify it and install it under root."""
     if not force and (root / spec.installed).exists():
         _say(f"{root / spec.installed} already present; skipping {spec.part} (use --force to fetch again)")
@@ -287,8 +328,10 @@ def fetch_archive(spec: ArchiveSpec, root: Path, url: str | None = None, sha256:
         if url is None and spec.size:
             free = shutil.disk_usage(root).free
             if free < 2 * spec.size:
-                _say(f"warning: {root} has {free / 2**30:.1f} GiB free; {spec.filename} needs about "
-                     f"{2 * spec.size / 2**30:.1f} GiB to download and extract")
+                _say(
+                    f"warning: {root} has {free / 2**30:.1f} GiB free; {spec.filename} needs about "
+                    f"{2 * spec.size / 2**30:.1f} GiB to download and extract"
+                )
         _say(f"downloading {source}")
         download(source, archive, expected, progress=progress)
     try:
@@ -300,22 +343,38 @@ def fetch_archive(spec: ArchiveSpec, root: Path, url: str | None = None, sha256:
     return where
 
 
-def fetch_dataset(name: str, root: str | os.PathLike, urls: list[str] | None = None,
-                  sha256s: list[str] | None = None, parts: list[str] | None = None,
-                  keep_archive: bool = False, progress: bool = True, force: bool = False) -> Path:
+def fetch_dataset(
+    name: str,
+    root: str | os.PathLike,
+    urls: list[str] | None = None,
+    sha256s: list[str] | None = None,
+    parts: list[str] | None = None,
+    keep_archive: bool = False,
+    progress: bool = True,
+    force: bool = False,
+) -> Path:
     """Fetch a dataset's archives into root (urls/sha256s override the known ones, one per part)."""
     root = Path(root)
     specs = select_parts(name, parts)
     for label, given in (("--url", urls), ("--sha256", sha256s)):
         if given and len(given) != len(specs):
-            raise DataError(f"{label}: got {len(given)} value(s) for {len(specs)} archive(s) of {name} "
-                            f"({', '.join(s.part for s in specs)}); use --parts to pick one")
+            raise DataError(
+                f"{label}: got {len(given)} value(s) for {len(specs)} archive(s) of {name} "
+                f"({', '.join(s.part for s in specs)}); use --parts to pick one"
+            )
     created = not root.exists()
     try:
         root.mkdir(parents=True, exist_ok=True)
         for i, spec in enumerate(specs):
-            fetch_archive(spec, root, url=urls[i] if urls else None, sha256=sha256s[i] if sha256s else None,
-                          keep_archive=keep_archive, progress=progress, force=force)
+            fetch_archive(
+                spec,
+                root,
+                url=urls[i] if urls else None,
+                sha256=sha256s[i] if sha256s else None,
+                keep_archive=keep_archive,
+                progress=progress,
+                force=force,
+            )
         if name == "sbd":
             _arrange_sbd(root)
     except BaseException:

@@ -16,8 +16,15 @@ class EpochLoader:
     calling process (decoding is cached by the caller; the model dominates the cost here).
     """
 
-    def __init__(self, n: int, make_sample: Callable[[int, np.random.Generator], dict[str, Any]],
-                 batch_size: int, seed: int = 0, shuffle: bool = True, drop_last: bool = True) -> None:
+    def __init__(
+        self,
+        n: int,
+        make_sample: Callable[[int, np.random.Generator], dict[str, Any]],
+        batch_size: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = True,
+    ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.n, self.make_sample, self.batch_size = n, make_sample, batch_size
@@ -37,7 +44,7 @@ class EpochLoader:
         if self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
         for b in range(len(self)):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
             samples = [self.make_sample(int(i), np.random.default_rng([self.seed, self.epoch, int(i)])) for i in idx]
             yield collate(samples)
 

@@ -33,7 +33,9 @@ def label_folder(labels: str | os.PathLike) -> Path:
     if (folder / "labels").is_dir():
         folder = folder / "labels"
     if not folder.is_dir():
-        raise DataError(f"{labels}: pseudo-label folder not found (pass a pseudo output folder, its labels/ folder, or 'gt')")
+        raise DataError(
+            f"{labels}: pseudo-label folder not found (pass a pseudo output folder, its labels/ folder, or 'gt')"
+        )
     return folder
 
 
@@ -78,7 +80,9 @@ class LabelledSplit:
         n = len(self.dataset.classes)
         bad = np.unique(label[(label > n) & (label != IGNORE_INDEX)])
         if bad.size:
-            raise DataError(f"{path}: label values {bad.tolist()[:5]} exceed the {n} classes (allowed 0..{n} and {IGNORE_INDEX})")
+            raise DataError(
+                f"{path}: label values {bad.tolist()[:5]} exceed the {n} classes (allowed 0..{n} and {IGNORE_INDEX})"
+            )
         return label
 
 
@@ -88,7 +92,9 @@ def labelled_split(data: str | os.PathLike, split: str, labels: str | os.PathLik
     labels = str(labels)
     manifest = pseudo_manifest(labels)
     if manifest is not None and manifest.get("classes") not in (None, dataset.classes):
-        raise DataError(f"{labels}: pseudo labels were made for classes {manifest['classes']} but {data} has {dataset.classes}")
+        raise DataError(
+            f"{labels}: pseudo labels were made for classes {manifest['classes']} but {data} has {dataset.classes}"
+        )
     probe = LabelledSplit(dataset, labels, [], 0)
     ids = [i for i in dataset.ids if probe.label_path(i).is_file()]
     if not ids:
@@ -112,8 +118,9 @@ class LabelledCache:
         return self._cache[image_id]
 
 
-def segmentation_loader(split: LabelledSplit, crop: int, scale_range: tuple[float, float], batch_size: int,
-                        seed: int) -> EpochLoader:
+def segmentation_loader(
+    split: LabelledSplit, crop: int, scale_range: tuple[float, float], batch_size: int, seed: int
+) -> EpochLoader:
     """Batches {"image" [B,3,crop,crop], "label" int64 [B,crop,crop]} with random scale, flip and crop."""
     cache = LabelledCache(split)
 

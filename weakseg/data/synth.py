@@ -76,12 +76,22 @@ class ClassDesign:
     def to_json(self, label: int, body_strength: float) -> dict[str, Any]:
         col = np.asarray(BODY_BASE) + body_strength * (np.asarray(self.body_colour) - np.asarray(BODY_BASE))
         return {
-            "label": label, "name": self.name, "silhouette": self.shape, "aspect": list(self.aspect),
-            "part": {"pattern": self.pattern, "colours": [list(c) for c in self.colours],
-                     "angle_deg": self.pattern_angle, "shape": "disk"},
-            "body": {"shared_colour": list(BODY_BASE), "class_colour_at_strength_1": list(self.body_colour),
-                     "colour": [round(float(v), 2) for v in col],
-                     "blotch_size_px_at_128": round(BODY_CELL * 2 ** (body_strength * self.body_freq), 3)},
+            "label": label,
+            "name": self.name,
+            "silhouette": self.shape,
+            "aspect": list(self.aspect),
+            "part": {
+                "pattern": self.pattern,
+                "colours": [list(c) for c in self.colours],
+                "angle_deg": self.pattern_angle,
+                "shape": "disk",
+            },
+            "body": {
+                "shared_colour": list(BODY_BASE),
+                "class_colour_at_strength_1": list(self.body_colour),
+                "colour": [round(float(v), 2) for v in col],
+                "blotch_size_px_at_128": round(BODY_CELL * 2 ** (body_strength * self.body_freq), 3),
+            },
             "preferred_context": self.context,
         }
 
@@ -151,8 +161,10 @@ class SynthConfig:
 
     def validate(self) -> None:
         """Raise WeaksegError naming the first invalid knob."""
+
         def bad(msg: str) -> None:
             raise WeaksegError(f"synth: {msg}")
+
         if not 1 <= self.classes <= len(CLASS_DESIGNS):
             bad(f"--classes must be in 1..{len(CLASS_DESIGNS)}, got {self.classes}")
         for name in ("train", "val", "ood"):
@@ -169,8 +181,16 @@ class SynthConfig:
         lo, hi = self.part_fraction
         if not 0.02 <= lo <= hi <= 0.3 or hi - lo < 0.02 - 1e-9:
             bad("--part-fraction LO HI needs 0.02 <= LO <= HI <= 0.3 and HI - LO >= 0.02")
-        for name in ("body_strength", "context_prob", "neutral_prob", "min_visible", "ood_context",
-                     "ood_foreground", "blur", "photometric"):
+        for name in (
+            "body_strength",
+            "context_prob",
+            "neutral_prob",
+            "min_visible",
+            "ood_context",
+            "ood_foreground",
+            "blur",
+            "photometric",
+        ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 bad(f"--{name.replace('_', '-')} must be in [0, 1]")
         if self.class_context_prob and len(self.class_context_prob) != self.classes:
@@ -186,7 +206,7 @@ class SynthConfig:
 
     @property
     def designs(self) -> tuple[ClassDesign, ...]:
-        return CLASS_DESIGNS[:self.classes]
+        return CLASS_DESIGNS[: self.classes]
 
     @property
     def class_names(self) -> list[str]:
@@ -212,6 +232,7 @@ class Sample:
 
 
 # ----------------------------------------------------------------------------- instances
+
 
 @dataclass
 class _Instance:
@@ -271,8 +292,16 @@ def _make_instance(cfg: SynthConfig, rng: np.random.Generator, cls: int, h: int,
                     part = np.zeros_like(mask)
                     part[py + dy, px + dx] = True
                     rad = mask.shape[0] // 2
-                    return _Instance(cls, iy - rad, ix - rad, mask, part, (int(py), int(px)), float(radius),
-                                     {"half_len": float(half_len), "aspect": float(aspect), "angle": float(angle)})
+                    return _Instance(
+                        cls,
+                        iy - rad,
+                        ix - rad,
+                        mask,
+                        part,
+                        (int(py), int(px)),
+                        float(radius),
+                        {"half_len": float(half_len), "aspect": float(aspect), "angle": float(angle)},
+                    )
             target = lo + (target - lo) * 0.4
         if attempt % 4 == 3:
             grow *= 1.1  # tiny images: discrete disks cannot hit the fraction range on very small objects
@@ -305,12 +334,11 @@ def _void_band(inst_map: np.ndarray, width: int) -> np.ndarray:
     for dy in range(-width, width + 1):
         for dx in range(-width, width + 1):
             if dy or dx:
-                void |= p[width + dy:width + dy + h, width + dx:width + dx + w] != inst_map
+                void |= p[width + dy : width + dy + h, width + dx : width + dx + w] != inst_map
     return void
 
 
-def _choose_classes(cfg: SynthConfig, rng: np.random.Generator, max_classes: int,
-                    max_instances: int) -> list[int]:
+def _choose_classes(cfg: SynthConfig, rng: np.random.Generator, max_classes: int, max_instances: int) -> list[int]:
     """Class of each instance, in drawing order: 1..max_classes classes (mostly 1-2), 1..max_instances."""
     c = cfg.classes
     kmax = min(max_classes, max_instances, c)
@@ -324,8 +352,9 @@ def _choose_classes(cfg: SynthConfig, rng: np.random.Generator, max_classes: int
     return [classes[i] for i in rng.permutation(n)]
 
 
-def _layout(cfg: SynthConfig, rng: np.random.Generator, h: int, w: int, max_classes: int,
-            max_instances: int) -> tuple[list[_Instance], list[np.ndarray], int]:
+def _layout(
+    cfg: SynthConfig, rng: np.random.Generator, h: int, w: int, max_classes: int, max_instances: int
+) -> tuple[list[_Instance], list[np.ndarray], int]:
     """Plan instances, resolve occlusion and void; returns kept instances, their visible masks, #dropped."""
     for _ in range(20):
         insts: list[_Instance] = []
@@ -349,9 +378,12 @@ def _layout(cfg: SynthConfig, rng: np.random.Generator, h: int, w: int, max_clas
             for n, i in enumerate(kept, 1):
                 inst_map[vis[i]] = n
             void = _void_band(inst_map, cfg.void_width)
-            bad = [i for i in kept
-                   if vis[i].sum() < max(cfg.min_pixels, cfg.min_visible * insts[i].mask.sum())
-                   or (vis[i] & ~void).sum() < max(1, cfg.min_pixels // 2)]
+            bad = [
+                i
+                for i in kept
+                if vis[i].sum() < max(cfg.min_pixels, cfg.min_visible * insts[i].mask.sum())
+                or (vis[i] & ~void).sum() < max(1, cfg.min_pixels // 2)
+            ]
             if not bad:
                 break
             kept.remove(bad[-1])  # the latest one first: removing it may uncover earlier ones
@@ -387,8 +419,9 @@ def _paint_instance(cfg: SynthConfig, rng: np.random.Generator, img: np.ndarray,
     colour = np.asarray(BODY_BASE) + s * (np.asarray(design.body_colour, float) - np.asarray(BODY_BASE))
     colour = colour * rng.uniform(0.85, 1.15) + rng.normal(0.0, 12.0, 3)  # per-instance variation
     cell = BODY_CELL * k * 2 ** (s * design.body_freq) * rng.uniform(0.85, 1.15)
-    canvas = draw.body_texture(rng, n, n, np.clip(colour, 20, 235).astype(np.float32), cell,
-                               rng.uniform(0, 2 * math.pi), 0.25)
+    canvas = draw.body_texture(
+        rng, n, n, np.clip(colour, 20, 235).astype(np.float32), cell, rng.uniform(0, 2 * math.pi), 0.25
+    )
     py, px = inst.part_centre
     dy, dx = np.nonzero(inst.part)
     angle = math.radians(design.pattern_angle + rng.uniform(-12, 12))
@@ -416,8 +449,9 @@ def _photometric(cfg: SynthConfig, rng: np.random.Generator, img: np.ndarray) ->
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-def render_sample_detailed(config: SynthConfig, rng: np.random.Generator, max_classes: int | None = None,
-                           max_instances: int | None = None) -> Sample:
+def render_sample_detailed(
+    config: SynthConfig, rng: np.random.Generator, max_classes: int | None = None, max_instances: int | None = None
+) -> Sample:
     """Render one labelled image (see module docstring); a pure function of config and rng state."""
     cfg = config
     h, w = _image_size(cfg, rng)
@@ -447,24 +481,39 @@ def render_sample_detailed(config: SynthConfig, rng: np.random.Generator, max_cl
         full_area = int(inst.mask.sum())
         in_frame = int(_to_image(inst, inst.mask, h, w).sum())
         part_area = int(inst.part.sum())
-        objects.append({
-            "instance": n, "label": inst.cls + 1, "name": CLASS_DESIGNS[inst.cls].name,
-            "bbox": [int(cols[0]) + 1, int(rows[0]) + 1, int(cols[-1]) + 1, int(rows[-1]) + 1],
-            "silhouette": CLASS_DESIGNS[inst.cls].shape,
-            "area": full_area, "visible_area": int(v.sum()),
-            "visible_fraction": round(int(v.sum()) / full_area, 4),
-            "truncated": in_frame < full_area, "occluded": int(v.sum()) < in_frame,
-            "part_fraction": round(part_area / full_area, 4),
-            "part_visible_fraction": round(int((part_map == n).sum()) / part_area, 4),
-            **{k: round(val, 3) for k, val in inst.shape_params.items()},
-        })
-    meta = {"size": [h, w], "classes": [CLASS_DESIGNS[c].name for c in present], "labels": [c + 1 for c in present],
-            "context": context, "context_index": CONTEXT_NAMES.index(context), "context_matched": matched,
-            "dropped_occluded": dropped, "objects": objects}
+        objects.append(
+            {
+                "instance": n,
+                "label": inst.cls + 1,
+                "name": CLASS_DESIGNS[inst.cls].name,
+                "bbox": [int(cols[0]) + 1, int(rows[0]) + 1, int(cols[-1]) + 1, int(rows[-1]) + 1],
+                "silhouette": CLASS_DESIGNS[inst.cls].shape,
+                "area": full_area,
+                "visible_area": int(v.sum()),
+                "visible_fraction": round(int(v.sum()) / full_area, 4),
+                "truncated": in_frame < full_area,
+                "occluded": int(v.sum()) < in_frame,
+                "part_fraction": round(part_area / full_area, 4),
+                "part_visible_fraction": round(int((part_map == n).sum()) / part_area, 4),
+                **{k: round(val, 3) for k, val in inst.shape_params.items()},
+            }
+        )
+    meta = {
+        "size": [h, w],
+        "classes": [CLASS_DESIGNS[c].name for c in present],
+        "labels": [c + 1 for c in present],
+        "context": context,
+        "context_index": CONTEXT_NAMES.index(context),
+        "context_matched": matched,
+        "dropped_occluded": dropped,
+        "objects": objects,
+    }
     return Sample(image, class_map, inst_map_out, objects, part_map, context, matched, meta)
 
 
-def render_sample(config: SynthConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
+def render_sample(
+    config: SynthConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
     """(image HxWx3 uint8, class mask, instance mask, objects) of one labelled image."""
     s = render_sample_detailed(config, rng)
     return s.image, s.class_mask, s.instance_mask, s.objects
@@ -483,16 +532,27 @@ def render_ood(config: SynthConfig, rng: np.random.Generator) -> tuple[np.ndarra
         cls = int(rng.integers(cfg.classes))
         context, kind, of = CLASS_DESIGNS[cls].context, "context", CLASS_DESIGNS[cls].name
     else:
-        pool = list(draw.NEUTRAL_CONTEXTS) + list(draw.NOVEL_CONTEXTS) + [d.context for d in CLASS_DESIGNS[cfg.classes:]]
+        pool = (
+            list(draw.NEUTRAL_CONTEXTS) + list(draw.NOVEL_CONTEXTS) + [d.context for d in CLASS_DESIGNS[cfg.classes :]]
+        )
         context, kind, of = pool[int(rng.integers(len(pool)))], "unrelated", None
     img = _photometric(cfg, rng, draw.draw_context(context, rng, h, w))
-    meta = {"size": [h, w], "kind": kind, "contains_foreground": False, "classes": [], "labels": [],
-            "context": context, "context_index": CONTEXT_NAMES.index(context), "context_of_class": of,
-            "objects": []}
+    meta = {
+        "size": [h, w],
+        "kind": kind,
+        "contains_foreground": False,
+        "classes": [],
+        "labels": [],
+        "context": context,
+        "context_index": CONTEXT_NAMES.index(context),
+        "context_of_class": of,
+        "objects": [],
+    }
     return img, meta
 
 
 # ----------------------------------------------------------------------------- files
+
 
 def voc_xml(image_id: str, h: int, w: int, objects: list[dict[str, Any]], folder: str = "VOC2012") -> str:
     """A standard VOC annotation XML for one image (boxes 1-based inclusive)."""
@@ -543,8 +603,18 @@ def _item(args: tuple[SynthConfig, str, str, int, str]) -> tuple[str, str, dict[
     return split, image_id, dict(s.meta, split=split)
 
 
-LAYOUT_ENTRIES = frozenset({"JPEGImages", "SegmentationClass", "SegmentationObject", "Annotations", "ImageSets",
-                            "OoD", "classes.txt", "synth.json"})
+LAYOUT_ENTRIES = frozenset(
+    {
+        "JPEGImages",
+        "SegmentationClass",
+        "SegmentationObject",
+        "Annotations",
+        "ImageSets",
+        "OoD",
+        "classes.txt",
+        "synth.json",
+    }
+)
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
@@ -557,8 +627,10 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
             if not overwrite:
                 raise WeaksegError(f"synth: {out} is not empty; pass --overwrite to replace a previous benchmark")
             if foreign:
-                raise WeaksegError(f"synth: {out} holds files that are not a synth benchmark ({', '.join(foreign[:3])}); "
-                                   "refusing to overwrite")
+                raise WeaksegError(
+                    f"synth: {out} holds files that are not a synth benchmark ({', '.join(foreign[:3])}); "
+                    "refusing to overwrite"
+                )
             for e in entries:
                 if e.is_dir():
                     shutil.rmtree(e)
@@ -567,8 +639,9 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def generate(config: SynthConfig, out_dir: str | os.PathLike, progress: bool = True, workers: int = 1,
-             overwrite: bool = False) -> dict[str, Any]:
+def generate(
+    config: SynthConfig, out_dir: str | os.PathLike, progress: bool = True, workers: int = 1, overwrite: bool = False
+) -> dict[str, Any]:
     """Write the benchmark to out_dir (a VOC2012-like folder) and return a summary dict."""
     cfg = config
     cfg.validate()
@@ -606,8 +679,9 @@ def generate(config: SynthConfig, out_dir: str | os.PathLike, progress: bool = T
         atomic_write_text(seg / f"{split}.txt", text)
         atomic_write_text(main / f"{split}.txt", text)
         for c, name in enumerate(names, 1):
-            atomic_write_text(main / f"{name}_{split}.txt",
-                              "".join(f"{i} {1 if c in meta[i]['labels'] else -1:2d}\n" for i in lst))
+            atomic_write_text(
+                main / f"{name}_{split}.txt", "".join(f"{i} {1 if c in meta[i]['labels'] else -1:2d}\n" for i in lst)
+            )
     atomic_write_text(out / "classes.txt", "".join(f"{n}\n" for n in names))
     atomic_write_text(out / "OoD" / "ImageSets" / "pool.txt", "".join(f"{i}\n" for i in ids["ood"]))
     buf = io.StringIO()
@@ -622,13 +696,22 @@ def generate(config: SynthConfig, out_dir: str | os.PathLike, progress: bool = T
     matched = sum(meta[i]["context_matched"] for i in labelled)
     ood_kinds = {k: sum(meta[i]["kind"] == k for i in ids["ood"]) for k in ("context", "unrelated", "foreground")}
     record = {
-        "generator": "weakseg.data.synth", "version": SYNTH_VERSION,
+        "generator": "weakseg.data.synth",
+        "version": SYNTH_VERSION,
         "config": dataclasses.asdict(cfg),
-        "classes": [{**d.to_json(c, cfg.body_strength), "context_prob": cfg.context_prob_of(c - 1)}
-                    for c, d in enumerate(cfg.designs, 1)],
-        "contexts": [{"index": i, "name": n, "description": draw.CONTEXTS[n][1],
-                      "preferred_by": next((d.name for d in cfg.designs if d.context == n), None)}
-                     for i, n in enumerate(CONTEXT_NAMES)],
+        "classes": [
+            {**d.to_json(c, cfg.body_strength), "context_prob": cfg.context_prob_of(c - 1)}
+            for c, d in enumerate(cfg.designs, 1)
+        ],
+        "contexts": [
+            {
+                "index": i,
+                "name": n,
+                "description": draw.CONTEXTS[n][1],
+                "preferred_by": next((d.name for d in cfg.designs if d.context == n), None),
+            }
+            for i, n in enumerate(CONTEXT_NAMES)
+        ],
         "splits": {"train": ids["train"], "val": ids["val"], "ood": ids["ood"]},
         "images": {i: meta[i] for i in labelled},
         "ood": {i: meta[i] for i in ids["ood"]},
@@ -636,10 +719,15 @@ def generate(config: SynthConfig, out_dir: str | os.PathLike, progress: bool = T
     atomic_write_json(out / "synth.json", record)  # written last: its presence marks a complete benchmark
     elapsed = time.perf_counter() - t0
     return {
-        "out": str(out), "train": len(ids["train"]), "val": len(ids["val"]), "ood": len(ids["ood"]),
-        "classes": names, "objects": n_obj,
+        "out": str(out),
+        "train": len(ids["train"]),
+        "val": len(ids["val"]),
+        "ood": len(ids["ood"]),
+        "classes": names,
+        "objects": n_obj,
         "objects_per_image": round(n_obj / max(1, len(labelled)), 3),
         "context_matched_fraction": round(matched / max(1, len(labelled)), 4),
         "dropped_occluded": sum(meta[i]["dropped_occluded"] for i in labelled),
-        "ood_kinds": ood_kinds, "seconds": round(elapsed, 2),
+        "ood_kinds": ood_kinds,
+        "seconds": round(elapsed, 2),
     }

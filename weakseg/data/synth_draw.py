@@ -18,19 +18,26 @@ Colour = tuple[int, int, int]
 
 # ----------------------------------------------------------------------------- noise and geometry
 
+
 def _smooth(t: np.ndarray) -> np.ndarray:
     return t * t * (3.0 - 2.0 * t)
 
 
-def value_noise(rng: np.random.Generator, h: int, w: int, cell: float | tuple[float, float],
-                octaves: int = 1, persistence: float = 0.5) -> np.ndarray:
+def value_noise(
+    rng: np.random.Generator,
+    h: int,
+    w: int,
+    cell: float | tuple[float, float],
+    octaves: int = 1,
+    persistence: float = 0.5,
+) -> np.ndarray:
     """Smooth value noise in [0, 1] (mean ~0.5); `cell` is the feature size in pixels, (cy, cx) for anisotropy."""
     cy, cx = cell if isinstance(cell, tuple) else (cell, cell)
     out = np.zeros((h, w), np.float32)
     total = 0.0
     amp = 1.0
     for o in range(octaves):
-        sy, sx = max(cy / 2 ** o, 0.75), max(cx / 2 ** o, 0.75)
+        sy, sx = max(cy / 2**o, 0.75), max(cx / 2**o, 0.75)
         gh, gw = int(h / sy) + 3, int(w / sx) + 3
         grid = rng.random((gh, gw), dtype=np.float32)
         y = (np.arange(h, dtype=np.float32) + 0.5) / sy + rng.random(dtype=np.float32)
@@ -71,8 +78,20 @@ def soft_step(x: np.ndarray, edge0: float, edge1: float) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- silhouettes
 
-SHAPES = ("round_rect", "triangle", "ellipse", "capsule", "blob", "cross", "diamond", "star",
-          "hexagon", "semicircle", "trapezoid", "parallelogram")
+SHAPES = (
+    "round_rect",
+    "triangle",
+    "ellipse",
+    "capsule",
+    "blob",
+    "cross",
+    "diamond",
+    "star",
+    "hexagon",
+    "semicircle",
+    "trapezoid",
+    "parallelogram",
+)
 
 _POLYGONS = {
     "triangle": [(-1.0, -1.0), (1.0, -1.0), (0.0, 1.0)],
@@ -81,8 +100,13 @@ _POLYGONS = {
     "semicircle": [(math.cos(a), 2.0 * math.sin(a) - 1.0) for a in np.linspace(0, math.pi, 25)],
     "trapezoid": [(-1.0, -1.0), (1.0, -1.0), (0.5, 1.0), (-0.5, 1.0)],
     "parallelogram": [(-1.0, -1.0), (0.4, -1.0), (1.0, 1.0), (-0.4, 1.0)],
-    "star": [((1.0 if i % 2 == 0 else 0.5) * math.cos(math.pi / 2 + i * math.pi / 5),
-              (1.0 if i % 2 == 0 else 0.5) * math.sin(math.pi / 2 + i * math.pi / 5)) for i in range(10)],
+    "star": [
+        (
+            (1.0 if i % 2 == 0 else 0.5) * math.cos(math.pi / 2 + i * math.pi / 5),
+            (1.0 if i % 2 == 0 else 0.5) * math.sin(math.pi / 2 + i * math.pi / 5),
+        )
+        for i in range(10)
+    ],
 }
 
 
@@ -101,8 +125,9 @@ def _in_polygon(u: np.ndarray, v: np.ndarray, verts: list[tuple[float, float]]) 
     return inside
 
 
-def silhouette(shape: str, half_len: float, aspect: float, angle: float, off_y: float, off_x: float,
-               rng: np.random.Generator) -> np.ndarray:
+def silhouette(
+    shape: str, half_len: float, aspect: float, angle: float, off_y: float, off_x: float, rng: np.random.Generator
+) -> np.ndarray:
     """Boolean mask of a shape on a square local canvas centred on the object.
 
     The object's long half-extent is `half_len` pixels, its short one `half_len / aspect`; it is rotated
@@ -119,7 +144,7 @@ def silhouette(shape: str, half_len: float, aspect: float, angle: float, off_y: 
     if shape == "ellipse":
         m = u * u + v * v <= 1.0
     elif shape == "round_rect":
-        m = u ** 4 + v ** 4 <= 1.0
+        m = u**4 + v**4 <= 1.0
     elif shape == "capsule":
         seg = max(half_len - half_w, 0.0)
         m = (np.maximum(np.abs(a) - seg, 0.0) ** 2 + b * b) <= half_w * half_w
@@ -143,7 +168,7 @@ def silhouette(shape: str, half_len: float, aspect: float, angle: float, off_y: 
 def disk_offsets(radius: float) -> tuple[np.ndarray, np.ndarray]:
     """Integer (dy, dx) offsets of the pixels of a disk centred on a pixel."""
     r = int(math.ceil(radius))
-    dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
+    dy, dx = np.mgrid[-r : r + 1, -r : r + 1]
     keep = dy * dy + dx * dx <= radius * radius
     return dy[keep], dx[keep]
 
@@ -154,12 +179,12 @@ def disk_centres(mask: np.ndarray, radius: float) -> np.ndarray:
     r = int(math.ceil(radius))
     h, w = mask.shape
     padded = np.zeros((h + 2 * r, w + 2 * r), bool)
-    padded[r:r + h, r:r + w] = mask
+    padded[r : r + h, r : r + w] = mask
     # The disk's rim (plus its centre) suffices for a hole-free mask; the caller re-checks the full disk.
     rim = (dy * dy + dx * dx) > (radius - 1.5) ** 2
     ok = mask.copy()
     for oy, ox in zip(dy[rim], dx[rim], strict=True):
-        ok &= padded[r + oy:r + oy + h, r + ox:r + ox + w]
+        ok &= padded[r + oy : r + oy + h, r + ox : r + ox + w]
     return np.argwhere(ok)
 
 
@@ -199,8 +224,10 @@ def part_pattern(pattern: str, dy: np.ndarray, dx: np.ndarray, radius: float, an
 
 # ----------------------------------------------------------------------------- body
 
-def body_texture(rng: np.random.Generator, h: int, w: int, colour: np.ndarray, cell: float,
-                 light_angle: float, light_amount: float) -> np.ndarray:
+
+def body_texture(
+    rng: np.random.Generator, h: int, w: int, colour: np.ndarray, cell: float, light_angle: float, light_amount: float
+) -> np.ndarray:
     """The body: mid-frequency two-tone blotches of `colour` with a soft lighting gradient (HxWx3)."""
     t = value_noise(rng, h, w, cell, octaves=2, persistence=0.45)
     t = soft_step(t, 0.38, 0.62)
@@ -214,6 +241,7 @@ def body_texture(rng: np.random.Generator, h: int, w: int, colour: np.ndarray, c
 
 
 # ----------------------------------------------------------------------------- contexts (backgrounds)
+
 
 def _ctx_rails(rng, h, w, k):
     y, x = grid_coords(h, w)
@@ -309,7 +337,9 @@ def _ctx_planks(rng, h, w, k):
     b = b + rng.uniform(0, bw)
     board = np.floor(b / bw).astype(np.int64) % 4096
     tint = rng.uniform(-25, 25, 4096).astype(np.float32)[board]
-    grain = value_noise(rng, h, w, 1.4 * k) * 0.5 + 0.5 * (0.5 + 0.5 * np.sin(b * 1.3 / k + 6 * value_noise(rng, h, w, 12 * k)))
+    grain = value_noise(rng, h, w, 1.4 * k) * 0.5 + 0.5 * (
+        0.5 + 0.5 * np.sin(b * 1.3 / k + 6 * value_noise(rng, h, w, 12 * k))
+    )
     img = np.array([150, 98, 56], np.float32) + tint[..., None] * np.array([1.0, 0.75, 0.5], np.float32)
     img = img * (0.78 + 0.3 * grain)[..., None]
     seam = (b % bw) < 1.0 * k
@@ -338,7 +368,7 @@ def _ctx_gravel(rng, h, w, k):
     t = value_noise(rng, h, w, 2.6 * k, octaves=2)
     q = np.floor(t * 5.0) / 5.0
     img = mix(q, (85, 80, 72), (185, 178, 165))
-    gaps = (np.abs((t * 5.0) % 1.0 - 0.5) > 0.44)
+    gaps = np.abs((t * 5.0) % 1.0 - 0.5) > 0.44
     return np.where(gaps[..., None], img * 0.55, img)
 
 

@@ -66,15 +66,26 @@ def read_id_list(path: str | os.PathLike) -> list[str]:
 class VOCDataset:
     """Lazy access to one split of a VOC-layout dataset."""
 
-    def __init__(self, root: str | os.PathLike, split: str | os.PathLike = "train",
-                 labels: str | os.PathLike = "xml", skip_bad: bool = False) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str | os.PathLike = "train",
+        labels: str | os.PathLike = "xml",
+        skip_bad: bool = False,
+    ) -> None:
         """Open `root` (a VOC2012 folder) and read the split list; `labels` is "xml", "auto" or a cls_labels.npy path."""
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"{self.root}: VOC root folder not found")
         if not (self.root / "JPEGImages").is_dir():
-            hint = next((f" (did you mean {c}?)" for c in (self.root / "VOC2012", self.root / "VOCdevkit" / "VOC2012")
-                         if (c / "JPEGImages").is_dir()), "")
+            hint = next(
+                (
+                    f" (did you mean {c}?)"
+                    for c in (self.root / "VOC2012", self.root / "VOCdevkit" / "VOC2012")
+                    if (c / "JPEGImages").is_dir()
+                ),
+                "",
+            )
             raise DataError(f"{self.root}: not a VOC2012 folder, it has no JPEGImages/{hint}")
         self.split_path = self._split_path(split)
         self.ids: list[str] = read_id_list(self.split_path)
@@ -165,8 +176,10 @@ class VOCDataset:
         if max_value is not None:
             bad = np.unique(mask[(mask > max_value) & (mask != IGNORE_INDEX)])
             if bad.size:
-                raise DataError(f"{path}: mask values {bad.tolist()[:5]} exceed the {max_value} classes "
-                                f"(allowed 0..{max_value} and {IGNORE_INDEX})")
+                raise DataError(
+                    f"{path}: mask values {bad.tolist()[:5]} exceed the {max_value} classes "
+                    f"(allowed 0..{max_value} and {IGNORE_INDEX})"
+                )
         return mask
 
     def mask(self, image_id: str) -> np.ndarray | None:
@@ -213,8 +226,10 @@ class VOCDataset:
         if vec is None:
             raise DataError(f"{self.labels_path}: no labels for image {image_id!r}")
         if vec.shape != (len(self.classes),):
-            raise DataError(f"{self.labels_path}: labels of {image_id!r} have {vec.shape[0]} entries, "
-                            f"expected {len(self.classes)} classes")
+            raise DataError(
+                f"{self.labels_path}: labels of {image_id!r} have {vec.shape[0]} entries, "
+                f"expected {len(self.classes)} classes"
+            )
         return vec.astype(np.float32, copy=True)
 
     def labels(self, image_id: str) -> np.ndarray:
@@ -232,8 +247,10 @@ class VOCDataset:
         self.labels(image_id)
         height, width = self.image(image_id).shape[:2] if decode else self.image_size(image_id)
         if (height, width) != (ann.height, ann.width):
-            raise DataError(f"{self.image_path(image_id)}: image is {width}x{height} but "
-                            f"{self.annotation_path(image_id).name} says {ann.width}x{ann.height}")
+            raise DataError(
+                f"{self.image_path(image_id)}: image is {width}x{height} but "
+                f"{self.annotation_path(image_id).name} says {ann.width}x{ann.height}"
+            )
         self.mask(image_id)
         self.instance_mask(image_id)
 

@@ -20,17 +20,28 @@ MAX_SIDE = 8192
 MAX_BATCH = 1024
 
 
-def export_onnx(graph: nn.Module, example: torch.Tensor, output_names: tuple[str, ...],
-                metadata: dict[str, str] | None = None) -> bytes:
+def export_onnx(
+    graph: nn.Module, example: torch.Tensor, output_names: tuple[str, ...], metadata: dict[str, str] | None = None
+) -> bytes:
     """Serialized ONNX model of graph(pixels) with symbolic batch, height and width; metadata goes into metadata_props."""
-    dims = {0: torch.export.Dim("batch", min=1, max=MAX_BATCH), 1: torch.export.Dim("height", min=MIN_SIDE, max=MAX_SIDE),
-            2: torch.export.Dim("width", min=MIN_SIDE, max=MAX_SIDE)}
+    dims = {
+        0: torch.export.Dim("batch", min=1, max=MAX_BATCH),
+        1: torch.export.Dim("height", min=MIN_SIDE, max=MAX_SIDE),
+        2: torch.export.Dim("width", min=MIN_SIDE, max=MAX_SIDE),
+    }
     graph.eval()
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(graph, (example,), dynamo=True, input_names=[INPUT_NAME],
-                                    output_names=list(output_names), dynamic_shapes={"pixels": dims},
-                                    optimize=True, verbose=False)
+        program = torch.onnx.export(
+            graph,
+            (example,),
+            dynamo=True,
+            input_names=[INPUT_NAME],
+            output_names=list(output_names),
+            dynamic_shapes={"pixels": dims},
+            optimize=True,
+            verbose=False,
+        )
     if program is None:  # only the legacy (dynamo=False) exporter returns nothing
         raise RuntimeError("torch.onnx.export(dynamo=True) returned no ONNXProgram")
     proto = program.model_proto
@@ -62,16 +73,26 @@ class ParityReport:
 
     def describe(self) -> str:
         """One line for errors and logs."""
-        return (f"at {self.height}x{self.width}, batches {list(self.batches)}: max |logits diff| = {self.max_abs_diff:.3g} "
-                f"(limit {self.tolerance:g}), {self.second_output} = {self.second_diff:.3g} (limit {self.second_limit:g})")
+        return (
+            f"at {self.height}x{self.width}, batches {list(self.batches)}: max |logits diff| = {self.max_abs_diff:.3g} "
+            f"(limit {self.tolerance:g}), {self.second_output} = {self.second_diff:.3g} (limit {self.second_limit:g})"
+        )
 
     def to_json(self) -> dict:
         """Plain dict with the verdict."""
         return {**asdict(self), "ok": self.ok}
 
 
-def check_parity(onnx_bytes: bytes, graph: nn.Module, height: int, width: int, batches: tuple[int, ...] = (1, 3),
-                 tolerance: float = 1e-4, cam_tolerance: float = 1e-3, seed: int = 0) -> ParityReport:
+def check_parity(
+    onnx_bytes: bytes,
+    graph: nn.Module,
+    height: int,
+    width: int,
+    batches: tuple[int, ...] = (1, 3),
+    tolerance: float = 1e-4,
+    cam_tolerance: float = 1e-3,
+    seed: int = 0,
+) -> ParityReport:
     """Run the ONNX model (CPU provider) and graph on the same random uint8 pixels for each batch size and compare.
 
     The second output is `mask` (count of pixels whose argmax differs where PyTorch's top-2 logit margin
@@ -89,7 +110,9 @@ def check_parity(onnx_bytes: bytes, graph: nn.Module, height: int, width: int, b
             ref = [t.cpu().numpy() for t in graph(torch.from_numpy(pixels))]
         out = session.run(list(names), {INPUT_NAME: pixels})
         if out[0].shape != ref[0].shape or out[1].shape != ref[1].shape:
-            return ParityReport(height, width, tuple(batches), float("inf"), tolerance, second, float("inf"), 0.0, names)
+            return ParityReport(
+                height, width, tuple(batches), float("inf"), tolerance, second, float("inf"), 0.0, names
+            )
         worst = max(worst, float(np.abs(out[0] - ref[0]).max()))
         if second == "mask":
             top2 = np.sort(ref[0], axis=1)[:, -2:]

@@ -27,8 +27,9 @@ def _versions(entry: Path) -> list[str]:
     return sorted(found, key=int)
 
 
-def python_backend_config(text: str, name: str | None = None, onnx_threads: int = 0,
-                          instance_count: int | None = None) -> str:
+def python_backend_config(
+    text: str, name: str | None = None, onnx_threads: int = 0, instance_count: int | None = None
+) -> str:
     """The config.pbtxt text of the python-backend variant of an onnxruntime_onnx config.pbtxt text."""
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2 as mc
@@ -47,17 +48,26 @@ def python_backend_config(text: str, name: str | None = None, onnx_threads: int 
     groups = list(config.instance_group) or [mc.ModelInstanceGroup(count=1)]
     del config.instance_group[:]
     for group in groups:
-        config.instance_group.add(name=group.name, count=instance_count or group.count or 1,
-                                  kind=mc.ModelInstanceGroup.KIND_CPU)
+        config.instance_group.add(
+            name=group.name, count=instance_count or group.count or 1, kind=mc.ModelInstanceGroup.KIND_CPU
+        )
     config.parameters["onnx_threads"].string_value = str(onnx_threads)
-    header = (f"# python-backend variant of a weakseg {PLATFORM} entry (model.py runs model.onnx with onnxruntime, CPU)\n"
-              f"# for Triton builds with the python backend only; the {PLATFORM} entry is the GPU deployment\n")
+    header = (
+        f"# python-backend variant of a weakseg {PLATFORM} entry (model.py runs model.onnx with onnxruntime, CPU)\n"
+        f"# for Triton builds with the python backend only; the {PLATFORM} entry is the GPU deployment\n"
+    )
     return header + text_format.MessageToString(config)
 
 
-def write_python_backend_entry(source_entry: str | os.PathLike, dest_repo: str | os.PathLike, name: str | None = None,
-                               versions: list[int] | None = None, onnx_threads: int = 0,
-                               instance_count: int | None = None, force: bool = False) -> Path:
+def write_python_backend_entry(
+    source_entry: str | os.PathLike,
+    dest_repo: str | os.PathLike,
+    name: str | None = None,
+    versions: list[int] | None = None,
+    onnx_threads: int = 0,
+    instance_count: int | None = None,
+    force: bool = False,
+) -> Path:
     """Write the python-backend variant of `source_entry` (an exported model folder) as `<dest_repo>/<name>/`.
 
     versions: which version folders to wrap (default: every one holding a model.onnx); an existing wrapped

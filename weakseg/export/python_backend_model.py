@@ -42,7 +42,9 @@ class TritonPythonModel:
     def execute(self, requests):
         """One response per request, in order; same-shape requests share one onnxruntime run."""
         responses = [None] * len(requests)
-        groups: dict[tuple[int, ...], list[tuple[int, np.ndarray, list[str]]]] = {}  # image size -> (index, pixels, outputs)
+        groups: dict[
+            tuple[int, ...], list[tuple[int, np.ndarray, list[str]]]
+        ] = {}  # image size -> (index, pixels, outputs)
         for index, request in enumerate(requests):
             pixels = pb_utils.get_input_tensor_by_name(request, self.input_name)
             if pixels is None:
@@ -50,8 +52,10 @@ class TritonPythonModel:
                 continue
             array = pixels.as_numpy()
             if array.ndim != 4 or array.shape[-1] != 3 or array.dtype != np.uint8:
-                responses[index] = self._error(f"input {self.input_name!r} must be uint8 [batch, height, width, 3], "
-                                               f"got {array.dtype} {list(array.shape)}")
+                responses[index] = self._error(
+                    f"input {self.input_name!r} must be uint8 [batch, height, width, 3], "
+                    f"got {array.dtype} {list(array.shape)}"
+                )
                 continue
             wanted = list(request.requested_output_names()) or self.output_names
             groups.setdefault(array.shape[1:], []).append((index, array, wanted))
@@ -62,13 +66,16 @@ class TritonPythonModel:
                 outputs = dict(zip(names, self.session.run(names, {self.input_name: batch}), strict=True))
             except Exception as e:  # onnxruntime raises several types for inputs the graph cannot take
                 for index, array, _ in members:
-                    responses[index] = self._error(f"onnxruntime rejected input of shape {list(array.shape)}: "
-                                                   f"{str(e).splitlines()[0][:300]}")
+                    responses[index] = self._error(
+                        f"onnxruntime rejected input of shape {list(array.shape)}: {str(e).splitlines()[0][:300]}"
+                    )
                 continue
             start = 0
             for index, array, wanted in members:
                 stop = start + array.shape[0]
-                tensors = [pb_utils.Tensor(n, np.ascontiguousarray(outputs[n][start:stop])) for n in names if n in wanted]
+                tensors = [
+                    pb_utils.Tensor(n, np.ascontiguousarray(outputs[n][start:stop])) for n in names if n in wanted
+                ]
                 responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
                 start = stop
         return responses

@@ -29,8 +29,10 @@ from weakseg.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from weakseg.models.checkpoint import file_sha256, read_metadata, resolve_weights
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-INPUT_CONTRACT = ("input 'pixels': uint8 RGB, NHWC [batch, height, width, 3], values 0..255, any height and width "
-                  f">= {MIN_SIDE}; scaling and ImageNet normalisation happen inside the graph, so send decoded pixels as is")
+INPUT_CONTRACT = (
+    "input 'pixels': uint8 RGB, NHWC [batch, height, width, 3], values 0..255, any height and width "
+    f">= {MIN_SIDE}; scaling and ImageNet normalisation happen inside the graph, so send decoded pixels as is"
+)
 
 
 class ExportError(WeaksegError):
@@ -64,9 +66,16 @@ class ExportResult:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready summary."""
-        return {"kind": self.kind, "name": self.name, "model_dir": str(self.model_dir), "onnx": str(self.onnx_path),
-                "config": str(self.config_path), "classes": len(self.labels), "parity": self.parity.to_json(),
-                "checkpoint_sha256": self.checkpoint_sha256}
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "model_dir": str(self.model_dir),
+            "onnx": str(self.onnx_path),
+            "config": str(self.config_path),
+            "classes": len(self.labels),
+            "parity": self.parity.to_json(),
+            "checkpoint_sha256": self.checkpoint_sha256,
+        }
 
 
 def _load(model_path: str | os.PathLike) -> tuple[str, torch.nn.Module, list[str], dict[str, Any]]:
@@ -82,18 +91,24 @@ def _load(model_path: str | os.PathLike) -> tuple[str, torch.nn.Module, list[str
 
         classifier, classes = load_classifier(model_path)
         return "classifier", ClassifierGraph(classifier), list(classes), meta
-    raise CheckpointError(f"{model_path}: a {meta['kind']!r} checkpoint cannot be exported (segmenter or classifier only)")
+    raise CheckpointError(
+        f"{model_path}: a {meta['kind']!r} checkpoint cannot be exported (segmenter or classifier only)"
+    )
 
 
 def tensor_specs(kind: str, n_labels: int) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """Triton input and output specs (without the batch dimension) of an exported graph."""
     inputs = [TensorSpec(INPUT_NAME, "TYPE_UINT8", (-1, -1, 3), format="FORMAT_NHWC")]
     if kind == "segmenter":
-        outputs = [TensorSpec(SEGMENTER_OUTPUTS[0], "TYPE_FP32", (n_labels, -1, -1), label_file=True),
-                   TensorSpec(SEGMENTER_OUTPUTS[1], "TYPE_UINT8", (-1, -1))]
+        outputs = [
+            TensorSpec(SEGMENTER_OUTPUTS[0], "TYPE_FP32", (n_labels, -1, -1), label_file=True),
+            TensorSpec(SEGMENTER_OUTPUTS[1], "TYPE_UINT8", (-1, -1)),
+        ]
     else:
-        outputs = [TensorSpec(CLASSIFIER_OUTPUTS[0], "TYPE_FP32", (n_labels,), label_file=True),
-                   TensorSpec(CLASSIFIER_OUTPUTS[1], "TYPE_FP32", (n_labels, -1, -1), label_file=True)]
+        outputs = [
+            TensorSpec(CLASSIFIER_OUTPUTS[0], "TYPE_FP32", (n_labels,), label_file=True),
+            TensorSpec(CLASSIFIER_OUTPUTS[1], "TYPE_FP32", (n_labels, -1, -1), label_file=True),
+        ]
     return inputs, outputs
 
 
@@ -102,8 +117,9 @@ def parity_size(size: int) -> tuple[int, int]:
     return max(MIN_SIDE + 1, size * 3 // 4 + 3) | 1, (size + 29) | 1
 
 
-def export_model(model_path: str | os.PathLike, repo: str | os.PathLike, name: str,
-                 options: ExportOptions | None = None) -> ExportResult:
+def export_model(
+    model_path: str | os.PathLike, repo: str | os.PathLike, name: str, options: ExportOptions | None = None
+) -> ExportResult:
     """Export a checkpoint to <repo>/<name>/ (ONNX + config.pbtxt + labels) after a passing parity check."""
     options = options or ExportOptions()
     if not _SAFE_NAME.match(name):
@@ -126,9 +142,13 @@ def export_model(model_path: str | os.PathLike, repo: str | os.PathLike, name: s
     example = torch.zeros((2, size, size, 3), dtype=torch.uint8)
     metadata = {"weakseg_kind": kind, "classes": json.dumps(labels), "input": INPUT_CONTRACT}
     try:
-        onnx_bytes = export_onnx(graph, example, SEGMENTER_OUTPUTS if kind == "segmenter" else CLASSIFIER_OUTPUTS, metadata)
+        onnx_bytes = export_onnx(
+            graph, example, SEGMENTER_OUTPUTS if kind == "segmenter" else CLASSIFIER_OUTPUTS, metadata
+        )
     except Exception as e:  # the exporter raises many types; the message says what failed
-        raise ExportError(f"{model_path}: ONNX export failed ({type(e).__name__}: {str(e).splitlines()[0][:300]})") from e
+        raise ExportError(
+            f"{model_path}: ONNX export failed ({type(e).__name__}: {str(e).splitlines()[0][:300]})"
+        ) from e
     height, width = parity_size(size)
     parity = check_parity(onnx_bytes, graph, height, width, tolerance=options.tolerance)
     if not parity.ok:
@@ -136,15 +156,26 @@ def export_model(model_path: str | os.PathLike, repo: str | os.PathLike, name: s
 
     sha = file_sha256(model_path)
     inputs, outputs = tensor_specs(kind, len(labels))
-    header = (f"weakseg {kind} exported from {Path(model_path).name} (sha256 {sha[:16]}...)\n{INPUT_CONTRACT}\n"
-              f"outputs: {', '.join(f'{o.name} {o.data_type} {list(o.dims)}' for o in outputs)} (after the batch dimension)\n"
-              "the dynamic batcher joins requests only when their height and width match")
+    header = (
+        f"weakseg {kind} exported from {Path(model_path).name} (sha256 {sha[:16]}...)\n{INPUT_CONTRACT}\n"
+        f"outputs: {', '.join(f'{o.name} {o.data_type} {list(o.dims)}' for o in outputs)} (after the batch dimension)\n"
+        "the dynamic batcher joins requests only when their height and width match"
+    )
     atomic_write_bytes(onnx_path, onnx_bytes)
     atomic_write_text(model_dir / LABELS_FILE, "".join(f"{label}\n" for label in labels))
-    atomic_write_json(model_dir / "export.json", {"kind": kind, "checkpoint": str(model_path), "checkpoint_sha256": sha,
-                                                   "version": options.version, "input": INPUT_CONTRACT,
-                                                   "trace_size": size, "parity": parity.to_json(),
-                                                   "torch": torch.__version__})
+    atomic_write_json(
+        model_dir / "export.json",
+        {
+            "kind": kind,
+            "checkpoint": str(model_path),
+            "checkpoint_sha256": sha,
+            "version": options.version,
+            "input": INPUT_CONTRACT,
+            "trace_size": size,
+            "parity": parity.to_json(),
+            "torch": torch.__version__,
+        },
+    )
     if kind == "classifier" and options.include_checkpoint:
         atomic_write_bytes(model_dir / CHECKPOINT_FILE, resolve_weights(model_path).read_bytes())
     config_path = model_dir / "config.pbtxt"

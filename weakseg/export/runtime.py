@@ -34,8 +34,9 @@ def session_options(threads: int | None = None, spin_wait: bool | None = None):
     return options
 
 
-def ort_session(onnx_bytes: bytes, providers: list[str] | None = None, threads: int | None = None,
-                spin_wait: bool | None = None):
+def ort_session(
+    onnx_bytes: bytes, providers: list[str] | None = None, threads: int | None = None, spin_wait: bool | None = None
+):
     """An onnxruntime InferenceSession (CPU provider unless told otherwise) over serialized model bytes."""
     import onnxruntime as ort
 

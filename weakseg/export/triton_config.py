@@ -80,15 +80,24 @@ def _tensor(spec: TensorSpec, is_input: bool) -> str:
     return "  {\n" + "\n".join(lines) + "\n  }"
 
 
-def render_config(name: str, kind: str, inputs: list[TensorSpec], outputs: list[TensorSpec], classes: list[str],
-                  options: ServingOptions, header: str = "") -> str:
+def render_config(
+    name: str,
+    kind: str,
+    inputs: list[TensorSpec],
+    outputs: list[TensorSpec],
+    classes: list[str],
+    options: ServingOptions,
+    header: str = "",
+) -> str:
     """The config.pbtxt text: platform, batching, bounded queue, instances, warm-up and the model-kind parameter."""
     options.validate()
     warm = options.warmup_size or 128
     warm_inputs = "\n".join(
         f"    inputs {{\n      key: {quote(t.name)}\n      value {{\n        data_type: {t.data_type}\n"
         f"        dims: {_dims(tuple(warm if d == -1 else d for d in t.dims))}\n"
-        f"        zero_data: true\n      }}\n    }}" for t in inputs)
+        f"        zero_data: true\n      }}\n    }}"
+        for t in inputs
+    )
     sep = ",\n"
     input_block = sep.join(_tensor(t, True) for t in inputs)
     output_block = sep.join(_tensor(t, False) for t in outputs)

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save as st_save, safe_open
+from safetensors.torch import load_file, safe_open
+from safetensors.torch import save as st_save
 
 from weakseg.errors import CheckpointError
 from weakseg.io import atomic_write_bytes, sha256_file
@@ -33,11 +34,20 @@ def resolve_weights(path: str | os.PathLike) -> Path:
     return p
 
 
-def save_weights(path: str | os.PathLike, model: torch.nn.Module, kind: str, config: dict[str, Any],
-                 extra: dict[str, Any] | None = None) -> None:
+def save_weights(
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    kind: str,
+    config: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> None:
     """Write model weights plus {kind, config, extra} metadata to a safetensors file atomically."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {"kind": kind, "config": json.dumps(config, sort_keys=True), "extra": json.dumps(extra or {}, sort_keys=True)}
+    meta = {
+        "kind": kind,
+        "config": json.dumps(config, sort_keys=True),
+        "extra": json.dumps(extra or {}, sort_keys=True),
+    }
     atomic_write_bytes(path, st_save(state, metadata=meta))
 
 
@@ -52,7 +62,11 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     if "kind" not in meta or "config" not in meta:
         raise CheckpointError(f"{p}: checkpoint lacks weakseg metadata (kind/config)")
     try:
-        return {"kind": meta["kind"], "config": json.loads(meta["config"]), "extra": json.loads(meta.get("extra", "{}"))}
+        return {
+            "kind": meta["kind"],
+            "config": json.loads(meta["config"]),
+            "extra": json.loads(meta.get("extra", "{}")),
+        }
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{p}: corrupt checkpoint metadata ({e})") from e
 

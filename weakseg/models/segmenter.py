@@ -79,9 +79,9 @@ class Segmenter(nn.Module):
         saved to a file) or a segmentation one (keys 'backbone.*'; its head is ignored: the class count differs).
         """
         if any(k.startswith("backbone.") for k in state):
-            own = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+            own = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
         elif self.config.arch.startswith("lraspp"):
-            own = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+            own = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
         else:
             own = {k: v for k, v in state.items() if not k.startswith("fc.")}
         backbone = self.net.backbone
@@ -91,5 +91,7 @@ class Segmenter(nn.Module):
         except RuntimeError as e:  # shape mismatches raise even when strict=False
             raise ValueError(f"backbone weights do not fit {self.config.arch}: {str(e).splitlines()[1:2]}") from e
         if missing or unexpected or not own:
-            raise ValueError(f"backbone weights do not match {self.config.arch}: "
-                             f"missing {list(missing)[:3]}..., unexpected {list(unexpected)[:3]}...")
+            raise ValueError(
+                f"backbone weights do not match {self.config.arch}: "
+                f"missing {list(missing)[:3]}..., unexpected {list(unexpected)[:3]}..."
+            )

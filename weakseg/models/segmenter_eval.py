@@ -29,13 +29,22 @@ class SegmenterEvaluation:
 
     def to_json(self) -> dict[str, Any]:
         """{"miou", "pixel_acc", "per_class", "images"} with nan as null."""
-        return {"miou": json_float(self.miou), "pixel_acc": json_float(self.pixel_acc),
-                "per_class": {k: json_float(v) for k, v in self.per_class.items()}, "images": self.images}
+        return {
+            "miou": json_float(self.miou),
+            "pixel_acc": json_float(self.pixel_acc),
+            "per_class": {k: json_float(v) for k, v in self.per_class.items()},
+            "images": self.images,
+        }
 
 
-def evaluate_segmenter(model: nn.Module, dataset: VOCDataset, device: torch.device,
-                       cfg: InferenceConfig = InferenceConfig(), limit: int | None = None,
-                       progress: bool = False) -> SegmenterEvaluation:
+def evaluate_segmenter(
+    model: nn.Module,
+    dataset: VOCDataset,
+    device: torch.device,
+    cfg: InferenceConfig = InferenceConfig(),
+    limit: int | None = None,
+    progress: bool = False,
+) -> SegmenterEvaluation:
     """Predict every image of the split that has a mask (first `limit` of them) and score the predictions."""
     names = ["background", *dataset.classes]
     acc = ConfusionAccumulator(len(names))
@@ -46,5 +55,10 @@ def evaluate_segmenter(model: nn.Module, dataset: VOCDataset, device: torch.devi
     for image_id in tqdm(ids, desc="evaluate", unit="img", disable=not progress, leave=False):
         acc.add(dataset.require_mask(image_id), segment(model, dataset.image(image_id), device, cfg))
     ious = iou_per_class(acc.matrix)
-    return SegmenterEvaluation(miou=miou(acc.matrix), pixel_acc=pixel_accuracy(acc.matrix),
-                               per_class=dict(zip(names, ious.tolist(), strict=True)), images=len(ids), confusion=acc.matrix)
+    return SegmenterEvaluation(
+        miou=miou(acc.matrix),
+        pixel_acc=pixel_accuracy(acc.matrix),
+        per_class=dict(zip(names, ious.tolist(), strict=True)),
+        images=len(ids),
+        confusion=acc.matrix,
+    )

@@ -39,7 +39,9 @@ class InferenceConfig:
         return cls(scales=MULTISCALE_SCALES, flip=True, crf=crf, max_side=max_side)
 
 
-def segment_probs(model: nn.Module, image: np.ndarray, device: torch.device, cfg: InferenceConfig = InferenceConfig()) -> torch.Tensor:
+def segment_probs(
+    model: nn.Module, image: np.ndarray, device: torch.device, cfg: InferenceConfig = InferenceConfig()
+) -> torch.Tensor:
     """Softmax class probabilities [C+1, H, W] (on CPU) for a uint8 HxWx3 image, averaged over scales and flips."""
     x = to_tensor(image)[None].to(device)
     H, W = x.shape[-2:]
@@ -62,7 +64,9 @@ def segment_probs(model: nn.Module, image: np.ndarray, device: torch.device, cfg
     return (total / len(cfg.scales)).cpu()
 
 
-def segment(model: nn.Module, image: np.ndarray, device: torch.device, cfg: InferenceConfig = InferenceConfig()) -> np.ndarray:
+def segment(
+    model: nn.Module, image: np.ndarray, device: torch.device, cfg: InferenceConfig = InferenceConfig()
+) -> np.ndarray:
     """uint8 HxW mask (0 background, 1..C classes) for a uint8 HxWx3 image; CRF-refined when cfg.crf is set."""
     probs = segment_probs(model, image, device, cfg).numpy()
     if cfg.crf is not None:

@@ -15,7 +15,9 @@ from weakseg.models.segmenter import Segmenter, SegmenterConfig
 KIND = "segmenter"
 
 
-def save_segmenter(path: str | os.PathLike, model: Segmenter, classes: list[str], extra: dict[str, Any] | None = None) -> None:
+def save_segmenter(
+    path: str | os.PathLike, model: Segmenter, classes: list[str], extra: dict[str, Any] | None = None
+) -> None:
     """Save a segmenter with its architecture config and foreground class names."""
     save_weights(path, model, KIND, {**model.config.to_dict(), "classes": list(classes)}, extra)
 
@@ -33,8 +35,10 @@ def load_segmenter(path: str | os.PathLike, device: torch.device | str = "cpu") 
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: unusable segmenter config ({e})") from e
     if len(classes) + 1 != config.num_classes:
-        raise CheckpointError(f"{path}: checkpoint names {len(classes)} classes but its network has "
-                              f"{config.num_classes} outputs (expected classes + background)")
+        raise CheckpointError(
+            f"{path}: checkpoint names {len(classes)} classes but its network has "
+            f"{config.num_classes} outputs (expected classes + background)"
+        )
     load_weights(path, model)
     model.eval().requires_grad_(False)
     return model.to(device), classes
@@ -44,8 +48,10 @@ def load_segmenter_backbone(model: Segmenter, source: str | os.PathLike) -> None
     """Initialise the backbone from a local state-dict file (.pth/.pt or .safetensors); never downloads."""
     path = Path(source)
     if not path.is_file():
-        raise CheckpointError(f"{path}: pretrained backbone file not found (weights are never downloaded; "
-                              "save torchvision's weights to a file and pass its path)")
+        raise CheckpointError(
+            f"{path}: pretrained backbone file not found (weights are never downloaded; "
+            "save torchvision's weights to a file and pass its path)"
+        )
     state: Any
     try:
         if path.suffix == ".safetensors":

@@ -7,8 +7,9 @@ from collections.abc import Iterable, Mapping
 import torch
 
 
-def first_mismatch(given: Mapping[str, object], expected: Mapping[str, tuple[int, ...]], arch: str,
-                   ignore_prefixes: Iterable[str] = ()) -> str | None:
+def first_mismatch(
+    given: Mapping[str, object], expected: Mapping[str, tuple[int, ...]], arch: str, ignore_prefixes: Iterable[str] = ()
+) -> str | None:
     """Name the first key of `given` (file order) that is no tensor, unknown to `expected` or of another shape,
     else the first key of `expected` that `given` lacks; None when every key fits. Keys under ignore_prefixes
     (e.g. an ImageNet head that is replaced) are skipped."""

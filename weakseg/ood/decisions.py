@@ -66,9 +66,14 @@ class ReviewSummary:
 
     def to_json(self) -> dict:
         """JSON with the derived figures."""
-        return {**asdict(self), "pending": self.candidates - self.decided, "positive_rate": self.positive_rate,
-                "expected_checks": self.expected_checks, "seconds_per_check": REVIEW_SECONDS_PER_IMAGE,
-                "label_seconds": self.label_seconds}
+        return {
+            **asdict(self),
+            "pending": self.candidates - self.decided,
+            "positive_rate": self.positive_rate,
+            "expected_checks": self.expected_checks,
+            "seconds_per_check": REVIEW_SECONDS_PER_IMAGE,
+            "label_seconds": self.label_seconds,
+        }
 
 
 def _digest(path: Path) -> str:
@@ -106,9 +111,17 @@ class ReviewLog:
 
     def save(self) -> None:
         """Write review.json atomically."""
-        atomic_write_json(self.path, {"format": FORMAT, "version": 1, "candidates_sha256": self.candidates_sha256,
-                                      "pool": self.meta.get("pool"), "images_dir": self.meta.get("images_dir"),
-                                      "decisions": [asdict(d) for d in self.decisions]})
+        atomic_write_json(
+            self.path,
+            {
+                "format": FORMAT,
+                "version": 1,
+                "candidates_sha256": self.candidates_sha256,
+                "pool": self.meta.get("pool"),
+                "images_dir": self.meta.get("images_dir"),
+                "decisions": [asdict(d) for d in self.decisions],
+            },
+        )
 
     @property
     def decided(self) -> dict[str, Decision]:
@@ -152,8 +165,11 @@ class ReviewLog:
         """Image files of the candidates kept as hard OoD, in rank order."""
         images_dir = Path(self.meta["images_dir"])
         done = self.decided
-        files = [find_image(images_dir, c.image) for c in self.candidates
-                 if c.image in done and done[c.image].decision == KEEP]
+        files = [
+            find_image(images_dir, c.image)
+            for c in self.candidates
+            if c.image in done and done[c.image].decision == KEEP
+        ]
         missing = next((f for f in files if not f.exists()), None)
         if missing is not None:
             raise DataError(f"{missing}: kept as hard OoD in {self.path} but not found")

@@ -30,17 +30,23 @@ WOOD_VARIANTS = ("code", "text")
 DEFAULT_VARIANT = "code"  # the authors' code (see the module docstring)
 
 # the loss settings that differ between the variants (WoodLossConfig fields)
-VARIANT_LOSS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
-    "text": MappingProxyType({"ood_weight": 1.0, "reduction": "sum", "in_scale": "one", "scope": "image"}),
-    "code": MappingProxyType({"ood_weight": 0.25, "reduction": "mean", "in_scale": "classes_over_k", "scope": "batch"}),
-})
+VARIANT_LOSS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
+    {
+        "text": MappingProxyType({"ood_weight": 1.0, "reduction": "sum", "in_scale": "one", "scope": "image"}),
+        "code": MappingProxyType(
+            {"ood_weight": 0.25, "reduction": "mean", "in_scale": "classes_over_k", "scope": "batch"}
+        ),
+    }
+)
 # the training choices beside the loss (training.wood.WoodJob fields): the text recomputes the centres every epoch
 # and takes OoD images as they are; the code computes the centres once before training and takes one
 # anti-adversarial step on OoD images
-VARIANT_TRAINING: Mapping[str, Mapping[str, int]] = MappingProxyType({
-    "text": MappingProxyType({"centre_every": 1, "adv_steps": 0}),
-    "code": MappingProxyType({"centre_every": 0, "adv_steps": 1}),
-})
+VARIANT_TRAINING: Mapping[str, Mapping[str, int]] = MappingProxyType(
+    {
+        "text": MappingProxyType({"centre_every": 1, "adv_steps": 0}),
+        "code": MappingProxyType({"centre_every": 0, "adv_steps": 1}),
+    }
+)
 CODE_TRAINING = VARIANT_TRAINING["code"]
 TEXT_TRAINING = VARIANT_TRAINING["text"]
 _DEFAULT_LOSS = VARIANT_LOSS[DEFAULT_VARIANT]
@@ -66,18 +72,24 @@ class WoodLossConfig:
     distance: str = "euclidean"  # euclidean (Eq. 4.1) | squared
     reduction: str = _DEFAULT_LOSS["reduction"]  # sum (Eq. 4.2) | mean (code: means over the B x C and B x K matrices)
     in_scale: str = _DEFAULT_LOSS["in_scale"]  # one (text) | classes_over_k (code: pull term times |C|/K)
-    scope: str = _DEFAULT_LOSS["scope"]  # image (text: top-tau% per image) | batch (code: over the batch's whole matrix)
+    scope: str = _DEFAULT_LOSS[
+        "scope"
+    ]  # image (text: top-tau% per image) | batch (code: over the batch's whole matrix)
     features: str = "raw"  # raw z (text and code) | unit: z / ||z|| for L_d and the centres (bounded distances)
 
     def validate(self) -> WoodLossConfig:
         """Raise WeaksegError on a value outside its range; return self."""
-        checks = [(self.lam >= 0, "lambda must be >= 0"), (0 < self.tau <= 1, "tau must be in (0, 1]"),
-                  (self.k_max >= 1, "K must be >= 1"), (self.ood_weight >= 0, "the OoD loss weight must be >= 0"),
-                  (self.distance in ("euclidean", "squared"), "distance must be euclidean or squared"),
-                  (self.reduction in ("sum", "mean"), "reduction must be sum or mean"),
-                  (self.in_scale in ("one", "classes_over_k"), "in-scale must be one or classes_over_k"),
-                  (self.scope in ("image", "batch"), "scope must be image or batch"),
-                  (self.features in ("raw", "unit"), "features must be raw or unit")]
+        checks = [
+            (self.lam >= 0, "lambda must be >= 0"),
+            (0 < self.tau <= 1, "tau must be in (0, 1]"),
+            (self.k_max >= 1, "K must be >= 1"),
+            (self.ood_weight >= 0, "the OoD loss weight must be >= 0"),
+            (self.distance in ("euclidean", "squared"), "distance must be euclidean or squared"),
+            (self.reduction in ("sum", "mean"), "reduction must be sum or mean"),
+            (self.in_scale in ("one", "classes_over_k"), "in-scale must be one or classes_over_k"),
+            (self.scope in ("image", "batch"), "scope must be image or batch"),
+            (self.features in ("raw", "unit"), "features must be raw or unit"),
+        ]
         for ok, msg in checks:
             if not ok:
                 raise WeaksegError(f"W-OoD: {msg}")
@@ -152,8 +164,13 @@ def top_tau_mask(d: torch.Tensor, tau: float, scope: str = "image") -> torch.Ten
     return torch.zeros_like(d, dtype=torch.bool).scatter_(1, idx, True)
 
 
-def distance_loss(z: torch.Tensor, y: torch.Tensor, in_centres: torch.Tensor | None, ood_centres: torch.Tensor | None,
-                  cfg: WoodLossConfig) -> tuple[torch.Tensor, dict[str, float]]:
+def distance_loss(
+    z: torch.Tensor,
+    y: torch.Tensor,
+    in_centres: torch.Tensor | None,
+    ood_centres: torch.Tensor | None,
+    cfg: WoodLossConfig,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """L_d (Eq. 4.2) averaged over the batch of in-distribution features z [B, D] with labels y [B, C]."""
     z = embed(z, cfg.features)
     zero = z.sum() * 0.0
@@ -176,8 +193,9 @@ def distance_loss(z: torch.Tensor, y: torch.Tensor, in_centres: torch.Tensor | N
     return loss, {"l_d": float(loss.detach()), "pull": float(pull.detach()), "push": float(push.detach())}
 
 
-def classification_loss(logits_in: torch.Tensor, y: torch.Tensor, logits_ood: torch.Tensor | None,
-                        ood_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+def classification_loss(
+    logits_in: torch.Tensor, y: torch.Tensor, logits_ood: torch.Tensor | None, ood_weight: float = 1.0
+) -> tuple[torch.Tensor, dict[str, float]]:
     """L_cls (Eq. 4.3): class-mean BCE against y on in-distribution logits plus BCE against 0 on OoD logits."""
     cls_in = F.multilabel_soft_margin_loss(logits_in, y)
     if logits_ood is None or ood_weight == 0 or logits_ood.shape[0] == 0:
@@ -186,9 +204,15 @@ def classification_loss(logits_in: torch.Tensor, y: torch.Tensor, logits_ood: to
     return cls_in + ood_weight * cls_ood, {"cls_in": float(cls_in.detach()), "cls_ood": float(cls_ood.detach())}
 
 
-def wood_loss(logits_in: torch.Tensor, z_in: torch.Tensor, y: torch.Tensor, logits_ood: torch.Tensor | None,
-              in_centres: torch.Tensor | None, ood_centres: torch.Tensor | None,
-              cfg: WoodLossConfig) -> tuple[torch.Tensor, dict[str, float]]:
+def wood_loss(
+    logits_in: torch.Tensor,
+    z_in: torch.Tensor,
+    y: torch.Tensor,
+    logits_ood: torch.Tensor | None,
+    in_centres: torch.Tensor | None,
+    ood_centres: torch.Tensor | None,
+    cfg: WoodLossConfig,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """L = L_cls + lambda L_d (Eq. 4.4) with the parts as floats."""
     cls, parts = classification_loss(logits_in, y, logits_ood, cfg.ood_weight)
     if cfg.lam > 0 and (cfg.pull or cfg.push):

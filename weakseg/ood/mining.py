@@ -41,13 +41,14 @@ class Candidate:
     score: float
 
 
-def batched_forward(fn: Callable[[torch.Tensor], torch.Tensor], images: list[torch.Tensor], device: torch.device,
-                    batch: int = 16) -> torch.Tensor:
+def batched_forward(
+    fn: Callable[[torch.Tensor], torch.Tensor], images: list[torch.Tensor], device: torch.device, batch: int = 16
+) -> torch.Tensor:
     """fn over [3,H,W] tensors without gradients, batched where sizes agree (one at a time otherwise); on the CPU."""
     out: list[torch.Tensor] = []
     with torch.no_grad():
         for i in range(0, len(images), batch):
-            chunk = images[i:i + batch]
+            chunk = images[i : i + batch]
             if len({tuple(t.shape) for t in chunk}) == 1:
                 out.append(fn(torch.stack(chunk).to(device)).float().cpu())
             else:
@@ -62,13 +63,16 @@ def score_images(model: nn.Module, images: list[np.ndarray], device: torch.devic
 
 def score_pool(model: nn.Module, pool: OodPool, device: torch.device, batch: int = 16) -> np.ndarray:
     """p(c) [N, C] for every pool image, in pool order."""
-    scores = [score_images(model, [pool.image(i) for i in pool.ids[s:s + batch]], device, batch)
-              for s in range(0, len(pool.ids), batch)]
+    scores = [
+        score_images(model, [pool.image(i) for i in pool.ids[s : s + batch]], device, batch)
+        for s in range(0, len(pool.ids), batch)
+    ]
     return np.concatenate(scores)
 
 
-def rank_candidates(ids: list[str], scores: np.ndarray, classes: list[str],
-                    threshold: float = 0.5) -> tuple[list[Candidate], dict[str, list[tuple[str, float]]]]:
+def rank_candidates(
+    ids: list[str], scores: np.ndarray, classes: list[str], threshold: float = 0.5
+) -> tuple[list[Candidate], dict[str, list[tuple[str, float]]]]:
     """(every image with some p(c) >= threshold, best class first by score; per class the images with
     p(c) >= threshold by p(c)). Ties keep pool order."""
     if not 0.0 <= threshold <= 1.0:
@@ -80,8 +84,11 @@ def rank_candidates(ids: list[str], scores: np.ndarray, classes: list[str],
         keep = [(ids[i], float(scores[i, c])) for i in range(len(ids)) if scores[i, c] >= threshold]
         per_class[name] = sorted(keep, key=lambda t: -t[1])
     best = scores.argmax(1) if len(ids) else np.zeros(0, int)
-    cands = [Candidate(ids[i], classes[int(best[i])], float(scores[i, best[i]]))
-             for i in range(len(ids)) if scores[i, best[i]] >= threshold]
+    cands = [
+        Candidate(ids[i], classes[int(best[i])], float(scores[i, best[i]]))
+        for i in range(len(ids))
+        if scores[i, best[i]] >= threshold
+    ]
     return sorted(cands, key=lambda c: -c.score), per_class
 
 
@@ -93,21 +100,37 @@ def _csv(header: list[str], rows: list[list[object]]) -> str:
     return buf.getvalue()
 
 
-def write_mining(out: str | os.PathLike, pool: OodPool, classes: list[str], scores: np.ndarray, threshold: float,
-                 record: dict) -> dict:
+def write_mining(
+    out: str | os.PathLike, pool: OodPool, classes: list[str], scores: np.ndarray, threshold: float, record: dict
+) -> dict:
     """Write the mining folder (scores, candidates, per-class lists, mine.json last) and return mine.json's content."""
     out = Path(out)
     cands, per_class = rank_candidates(pool.ids, scores, classes, threshold)
-    atomic_write_text(out / SCORES_NAME, _csv(["image", *classes],
-                                              [[i, *(f"{v:.6f}" for v in row)] for i, row in zip(pool.ids, scores, strict=True)]))
+    atomic_write_text(
+        out / SCORES_NAME,
+        _csv(["image", *classes], [[i, *(f"{v:.6f}" for v in row)] for i, row in zip(pool.ids, scores, strict=True)]),
+    )
     for name, rows in per_class.items():
-        atomic_write_text(out / "per_class" / f"{name}.csv",
-                          _csv(["rank", "image", "score"], [[r, i, f"{s:.6f}"] for r, (i, s) in enumerate(rows, 1)]))
-    atomic_write_text(out / CANDIDATES_NAME, _csv(["rank", "image", "class", "score"],
-                                                  [[r, c.image, c.cls, f"{c.score:.6f}"] for r, c in enumerate(cands, 1)]))
-    summary = {**record, "pool": str(pool.root), "images_dir": str(pool.images_dir), "threshold": threshold,
-               "classes": classes, "pool_images": len(pool.ids), "candidates": len(cands),
-               "per_class": {k: len(v) for k, v in per_class.items()}}
+        atomic_write_text(
+            out / "per_class" / f"{name}.csv",
+            _csv(["rank", "image", "score"], [[r, i, f"{s:.6f}"] for r, (i, s) in enumerate(rows, 1)]),
+        )
+    atomic_write_text(
+        out / CANDIDATES_NAME,
+        _csv(
+            ["rank", "image", "class", "score"], [[r, c.image, c.cls, f"{c.score:.6f}"] for r, c in enumerate(cands, 1)]
+        ),
+    )
+    summary = {
+        **record,
+        "pool": str(pool.root),
+        "images_dir": str(pool.images_dir),
+        "threshold": threshold,
+        "classes": classes,
+        "pool_images": len(pool.ids),
+        "candidates": len(cands),
+        "per_class": {k: len(v) for k, v in per_class.items()},
+    }
     atomic_write_json(out / MINE_NAME, summary)
     return summary
 

@@ -79,8 +79,10 @@ def read_truth(path: str | os.PathLike) -> dict[str, bool]:
         raise DataError(f"{path}: OoD truth file not found (--oracle needs the synthetic benchmark's truth.csv)")
     try:
         with path.open(newline="") as f:
-            return {row["id"]: row["contains_foreground"].strip() not in ("0", "", "false", "False")
-                    for row in csv.DictReader(f)}
+            return {
+                row["id"]: row["contains_foreground"].strip() not in ("0", "", "false", "False")
+                for row in csv.DictReader(f)
+            }
     except (KeyError, csv.Error, UnicodeDecodeError) as e:
         raise DataError(f"{path}: malformed truth.csv (need columns id, contains_foreground): {e}") from e
 
@@ -92,7 +94,10 @@ def read_path_list(path: str | os.PathLike) -> list[Path]:
         lines = [ln.strip() for ln in path.read_text().splitlines()]
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read OoD image list ({e})") from e
-    out = [(p if p.is_absolute() else path.parent / p) for p in map(Path, (ln for ln in lines if ln and not ln.startswith("#")))]
+    out = [
+        (p if p.is_absolute() else path.parent / p)
+        for p in map(Path, (ln for ln in lines if ln and not ln.startswith("#")))
+    ]
     if not out:
         raise DataError(f"{path}: OoD image list is empty")
     missing = next((p for p in out if not p.is_file()), None)

@@ -53,8 +53,13 @@ class SeedEvaluation:
         return out
 
 
-def evaluate_seed_folder(dataset: VOCDataset, maps_dir: str | Path, crf: CRFConfig | None = None,
-                         crf_window: float = 0.1, progress: bool = True) -> SeedEvaluation:
+def evaluate_seed_folder(
+    dataset: VOCDataset,
+    maps_dir: str | Path,
+    crf: CRFConfig | None = None,
+    crf_window: float = 0.1,
+    progress: bool = True,
+) -> SeedEvaluation:
     """Evaluate every image of the split that has maps. With CRF, the slow sweep covers the thresholds within
     crf_window of the best plain threshold (step 0.05)."""
     folder = maps_folder(maps_dir)
@@ -77,16 +82,26 @@ def evaluate_seed_folder(dataset: VOCDataset, maps_dir: str | Path, crf: CRFConf
         thresholds = [round(t, 2) for t in np.arange(lo, hi + 1e-9, 0.05)]
 
         def crf_items():
-            for i in tqdm(ids, desc=f"seeds+CRF ({len(thresholds)} thresholds)", unit="img", disable=not progress, delay=2.0):
+            for i in tqdm(
+                ids, desc=f"seeds+CRF ({len(thresholds)} thresholds)", unit="img", disable=not progress, delay=2.0
+            ):
                 maps, cls = load_maps(folder / f"{i}.npz")
                 yield dataset.image(i), maps, cls, dataset.mask(i)
 
-        refined = evaluate_seeds_refined(crf_items(), dataset.classes, lambda im, lb: crf_refine_label(im, lb, crf), thresholds)
+        refined = evaluate_seeds_refined(
+            crf_items(), dataset.classes, lambda im, lb: crf_refine_label(im, lb, crf), thresholds
+        )
     return SeedEvaluation(ids=ids, plain=plain, crf=refined)
 
 
-def overlay_rows(dataset: VOCDataset, maps_dir: str | Path, ids: list[str], threshold: float,
-                 crf: CRFConfig | None = None, crf_threshold: float | None = None) -> list[list[np.ndarray]]:
+def overlay_rows(
+    dataset: VOCDataset,
+    maps_dir: str | Path,
+    ids: list[str],
+    threshold: float,
+    crf: CRFConfig | None = None,
+    crf_threshold: float | None = None,
+) -> list[list[np.ndarray]]:
     """Rows image | ground truth | map (strongest class) | seed [| seed+CRF] for a few images."""
     folder = maps_folder(maps_dir)
     rows = []
@@ -103,25 +118,39 @@ def overlay_rows(dataset: VOCDataset, maps_dir: str | Path, ids: list[str], thre
     return rows
 
 
-def write_seed_report(path: str | Path, dataset: VOCDataset, maps_dir: str | Path, evaluation: SeedEvaluation,
-                      title: str, n_examples: int = 6, crf: CRFConfig | None = None) -> Path:
+def write_seed_report(
+    path: str | Path,
+    dataset: VOCDataset,
+    maps_dir: str | Path,
+    evaluation: SeedEvaluation,
+    title: str,
+    n_examples: int = 6,
+    crf: CRFConfig | None = None,
+) -> Path:
     """Markdown report with the metrics table, per-class IoU and an overlay figure next to it."""
     path = Path(path)
     crf_t = evaluation.crf.threshold if evaluation.crf else None
     rows = overlay_rows(dataset, maps_dir, evaluation.ids[:n_examples], evaluation.plain.threshold, crf, crf_t)
     captions = ["image", "ground truth", "map", f"seed t={evaluation.plain.threshold:.2f}"] + (
-        [f"seed+CRF t={crf_t:.2f}"] if crf is not None else [])
+        [f"seed+CRF t={crf_t:.2f}"] if crf is not None else []
+    )
     figure = path.with_suffix(".png")
     atomic_save_png(figure, tile(rows, captions))
     table = [{"variant": "seed", **_summary(evaluation.plain)}]
     if evaluation.crf:
         table.append({"variant": "seed + CRF", **_summary(evaluation.crf)})
-    per_class = [{"class": k, "IoU": v, **({"IoU + CRF": evaluation.crf.per_class[k]} if evaluation.crf else {})}
-                 for k, v in evaluation.plain.per_class.items()]
+    per_class = [
+        {"class": k, "IoU": v, **({"IoU + CRF": evaluation.crf.per_class[k]} if evaluation.crf else {})}
+        for k, v in evaluation.plain.per_class.items()
+    ]
     sections = [
-        Section("Seed quality", f"{len(evaluation.ids)} images. Best background threshold of a sweep (a diagnostic, "
-                "as SEAM/AdvCAM report; never used to make labels). Precision, recall and F1 are per-class values "
-                "averaged over foreground classes.", tables=[table]),
+        Section(
+            "Seed quality",
+            f"{len(evaluation.ids)} images. Best background threshold of a sweep (a diagnostic, "
+            "as SEAM/AdvCAM report; never used to make labels). Precision, recall and F1 are per-class values "
+            "averaged over foreground classes.",
+            tables=[table],
+        ),
         Section("Per-class IoU", tables=[per_class]),
         Section("Examples", images=[(figure, "image | ground truth | map | seed | seed+CRF")]),
     ]
@@ -130,4 +159,3 @@ def write_seed_report(path: str | Path, dataset: VOCDataset, maps_dir: str | Pat
 
 def _summary(r: SeedReport) -> dict:
     return {"mIoU": r.miou, "threshold": r.threshold, "precision": r.precision, "recall": r.recall, "F1": r.f1}
-
