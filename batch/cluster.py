@@ -103,6 +103,12 @@ class Probe:
     key: str = ""
     fingerprint: str = ""
 
+    def where(self) -> str:
+        """The probed location as a message names it: the path, or the store's URI and key."""
+        if self.store is None:
+            return self.path
+        return self.path or f"{self.store.uri}/{self.key}"
+
 
 DIR_FINGERPRINT = "folder"  # a probe of a folder checks only that every node has it
 
@@ -132,9 +138,9 @@ def run_probes(probes: list[Probe]) -> tuple[str, list[str]]:
                 if p.fingerprint == DIR_FINGERPRINT:
                     seen = DIR_FINGERPRINT if os.path.isdir(p.path) else None
         except Exception as e:  # unreadable counts as not visible
-            problems.append(f"{p.what} {p.path or p.store.uri}: unreadable ({type(e).__name__}: {e})")  # type: ignore[union-attr]
+            problems.append(f"{p.what} {p.where()}: unreadable ({type(e).__name__}: {e})")
             continue
-        where = p.path or f"{p.store.uri}/{p.key}"  # type: ignore[union-attr]
+        where = p.where()
         if seen is None:
             problems.append(f"{p.what} {where}: not found")
         elif seen != p.fingerprint:

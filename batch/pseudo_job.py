@@ -151,7 +151,7 @@ def absolute_job(job: PseudoJob) -> PseudoJob:
     """The job with absolute paths (model, data, the method's location fields) and a resolved store: what is
     shipped to workers, which may run in another folder or on another node."""
     locations = {k: str(Path(v).expanduser().absolute()) for k, v in method_locations(job.method).items() if v}
-    method = dataclasses.replace(job.method, **locations) if locations else job.method  # type: ignore[type-var]
+    method = dataclasses.replace(job.method, **locations) if locations else job.method  # type: ignore[type-var]  # every method is a dataclass; the ABC is not
     return dataclasses.replace(
         job,
         method=method,

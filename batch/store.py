@@ -13,6 +13,7 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from weakseg.errors import WeaksegError
@@ -91,7 +92,7 @@ class LocalStore:
 class ArrowStore:
     """A prefix on a pyarrow filesystem (S3, GCS, HDFS, ...; LocalFileSystem in tests)."""
 
-    fs: object  # pyarrow.fs.FileSystem (picklable; on S3/GCS credentials come from each node's environment)
+    fs: Any  # pyarrow.fs.FileSystem (pyarrow has no type stubs) (picklable; on S3/GCS credentials come from each node's environment)
     base: str
     location: str = ""
 
@@ -110,7 +111,7 @@ class ArrowStore:
 
     def makedirs(self, folder: str = "") -> None:
         """Create a folder (a no-op on object stores that have no folders)."""
-        self.fs.create_dir(self._path(folder), recursive=True)  # type: ignore[attr-defined]
+        self.fs.create_dir(self._path(folder), recursive=True)
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Upload to a temporary key, verify its size, then move it to the final key (never partial there)."""
@@ -120,19 +121,19 @@ class ArrowStore:
         parent, _, name = final.rpartition("/")
         tmp = f"{parent}/.{name}.{uuid.uuid4().hex[:12]}.tmp" if parent else f".{name}.{uuid.uuid4().hex[:12]}.tmp"
         try:
-            stream = self.fs.open_output_stream(tmp)  # type: ignore[attr-defined]
+            stream = self.fs.open_output_stream(tmp)
             try:
                 stream.write(data)
             finally:
                 stream.close()
-            size = self.fs.get_file_info(tmp).size  # type: ignore[attr-defined]
+            size = self.fs.get_file_info(tmp).size
             if size != len(data):
                 raise OSError(f"{tmp}: uploaded {size} bytes, expected {len(data)}")
-            self.fs.move(tmp, final)  # type: ignore[attr-defined]
+            self.fs.move(tmp, final)
         except BaseException:
             try:
-                if self.fs.get_file_info(tmp).type != pafs.FileType.NotFound:  # type: ignore[attr-defined]
-                    self.fs.delete_file(tmp)  # type: ignore[attr-defined]
+                if self.fs.get_file_info(tmp).type != pafs.FileType.NotFound:
+                    self.fs.delete_file(tmp)
             except Exception:  # best effort: the start-of-job sweep removes what is left
                 pass
             raise
@@ -140,7 +141,7 @@ class ArrowStore:
     def read_bytes(self, rel: str) -> bytes | None:
         """An object's bytes, or None when it does not exist."""
         try:
-            with self.fs.open_input_stream(self._path(rel)) as f:  # type: ignore[attr-defined]
+            with self.fs.open_input_stream(self._path(rel)) as f:
                 return f.read()
         except FileNotFoundError:
             return None
@@ -149,13 +150,13 @@ class ArrowStore:
         """Whether a (complete) object exists."""
         import pyarrow.fs as pafs
 
-        return self.fs.get_file_info(self._path(rel)).type == pafs.FileType.File  # type: ignore[attr-defined]
+        return self.fs.get_file_info(self._path(rel)).type == pafs.FileType.File
 
     def _infos(self, folder: str) -> list:
         import pyarrow.fs as pafs
 
         try:
-            return self.fs.get_file_info(pafs.FileSelector(self._path(folder), allow_not_found=True))  # type: ignore[attr-defined]
+            return self.fs.get_file_info(pafs.FileSelector(self._path(folder), allow_not_found=True))
         except FileNotFoundError:
             return []
 
@@ -176,7 +177,7 @@ class ArrowStore:
         n = 0
         for i in self._infos(folder):
             if i.type == pafs.FileType.File and is_partial_name(i.base_name):
-                self.fs.delete_file(i.path)  # type: ignore[attr-defined]
+                self.fs.delete_file(i.path)
                 n += 1
         return n
 

@@ -58,7 +58,7 @@ class AttributionMethod(ABC):
 
     def config(self) -> dict:
         """The method's full configuration (recorded in manifests)."""
-        return {"method": self.name, **asdict(self)}  # type: ignore[call-overload]
+        return {"method": self.name, **asdict(self)}  # type: ignore[call-overload]  # subclasses are dataclasses; this ABC is not
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -108,7 +108,7 @@ class ComposedMethod(AttributionMethod):
     @property
     def parts(self) -> Adapted:
         """The adapter and the inner method as objects."""
-        return self._parts  # type: ignore[attr-defined]
+        return self._parts  # type: ignore[attr-defined]  # set by __post_init__ through object.__setattr__ (frozen)
 
     def scale_maps(
         self, model: CAMModel, x: torch.Tensor, classes: torch.Tensor, *, image_key: str = ""

@@ -140,7 +140,7 @@ class RIB(AttributionMethod):
         params = [p for p in work.parameters()]
         head_ids = {id(p) for p in getattr(work, "classifier", nn.Identity()).parameters()}
         rates = [self.lr * (self.head_lr_mult if id(p) in head_ids else 1.0) for p in params]
-        target = torch.zeros((len(x), _num_classes(work, x)), device=x.device, dtype=x.dtype)
+        target = torch.zeros((len(x), work.num_classes), device=x.device, dtype=x.dtype)
         target[:, classes.to(x.device)] = 1.0
         for _ in range(self.steps):
             picks = rng.choice(len(candidates), size=self.batch - 1, replace=len(candidates) < self.batch - 1)
@@ -235,14 +235,6 @@ def rib_loss(logits: torch.Tensor, targets: torch.Tensor, margin: float, mode: s
     """L_RIB = -sum_rows sum_c t_c min(m, y^c) (clamp), or -sum t_c y^c (the code's stop mode)."""
     capped = torch.clamp(logits, max=margin) if mode == "clamp" else logits
     return -(targets * capped).sum()
-
-
-def _num_classes(model: CAMModel, like: torch.Tensor) -> int:
-    config = getattr(model, "config", None)
-    if config is not None and hasattr(config, "num_classes"):
-        return int(config.num_classes)
-    with torch.no_grad():
-        return int(model.logits_and_cams(like[:1])[0].shape[1])
 
 
 COMPANION_CACHE_BYTES = 64 * 2**20  # decoded companion images kept per pool (least recently used evicted first)
