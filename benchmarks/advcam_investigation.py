@@ -298,7 +298,10 @@ def part_steps(args, model, dataset: VOCDataset, device, cache: Path) -> dict:
     cfg = synth_config(args.data)
     ids = dataset.ids[: args.step_images]
     variants = {"text": AdvCAM(steps=args.advcam_steps), "code": AdvCAM(steps=args.advcam_steps, variant="code"),
-                "text_nomask": AdvCAM(steps=args.advcam_steps, restrict=False)}
+                "text_nomask": AdvCAM(steps=args.advcam_steps, restrict=False),
+                # the text's restricting term in the logit's units (restrict_scale="logit", issue 13 item 5)
+                "text_logit": AdvCAM(steps=args.advcam_steps, restrict_scale="logit")}
+    variants = {k: v for k, v in variants.items() if k in args.step_variants}
     key = short_hash({"model": model_identity(args.model_file), "steps": args.advcam_steps,
                       "variants": {k: v.config() for k, v in variants.items()}})  # files are per image id
     folder = cache / f"steps-{key}"
@@ -334,7 +337,7 @@ def part_steps(args, model, dataset: VOCDataset, device, cache: Path) -> dict:
     rc = folder / "recorder_check.json"
     if rc.exists():
         summary["recorder_vs_method_max_rel_diff"] = json.loads(rc.read_text())["max_rel_diff"]
-    figure_rows = {"image": [], "cam": [], "text": [], "code": [], "text_nomask": []}
+    figure_rows: dict[str, list] = {"image": [], "cam": [], **{v: [] for v in variants}}
     checks = check_steps(args.advcam_steps)
     for vname in variants:
         acc = {t: {"in": [], "out": [], "mass_in": [], "amp_rd": [], "amp_rnd": [], "amp_part": [], "amp_body": [],
@@ -372,7 +375,7 @@ def part_steps(args, model, dataset: VOCDataset, device, cache: Path) -> dict:
                     acc[t]["amp_body"].append(per[t, k][body].mean() / max(per[0, k][body].mean(), 1e-5) if body.any() else np.nan)
                     acc[t]["logit_gain"].append(float(np.mean(logit[i, k] - logit[0, k])))
                     acc[t]["linf"].append(float(np.max(linf[i, k])))
-            if vname == "text":
+            if vname == next(iter(variants)):
                 figure_rows["image"].append(dataset.image(image_id))
                 figure_rows["cam"].append(a[0].max(0))
             figure_rows[vname].append(a[-1].max(0))
@@ -412,8 +415,9 @@ def figure(rows: dict, path: Path, n: int) -> None:
     import matplotlib.pyplot as plt
 
     n = min(n, len(rows["image"]))
-    names = [("image", "image"), ("cam", "CAM"), ("text", "AdvCAM text\n(T=27, xi=0.008)"),
-             ("code", "AdvCAM code\n(T=27, xi=0.08 Linf)")]
+    labels = {"text": "AdvCAM text\n(T=27, xi=0.008)", "code": "AdvCAM code\n(T=27, xi=0.08 Linf)",
+              "text_logit": "AdvCAM text,\nlogit-scaled M", "text_nomask": "AdvCAM text\nno restriction"}
+    names = [("image", "image"), ("cam", "CAM"), *[(k, labels[k]) for k in labels if k in rows and k != "text_nomask"]]
     fig, axes = plt.subplots(len(names), n, figsize=(1.6 * n + 0.9, 1.6 * len(names)), squeeze=False)
     for r, (key, label) in enumerate(names):
         for c in range(n):
@@ -447,7 +451,9 @@ def part_seeds(args, dataset: VOCDataset, ids_path: Path, device, cache: Path) -
                "advcam-code": AdvCAM(steps=args.advcam_steps, variant="code"),
                # diagnostic: the code variant with its restricting term at the text's strength (1 / max raw CAM,
                # about 1/80 for runs/clf) instead of 5e-4, i.e. the mask actually holding the discriminative cells
-               "advcam-code-mask": AdvCAM(steps=args.advcam_steps, variant="code", code_map_scale=args.diag_map_scale)}
+               "advcam-code-mask": AdvCAM(steps=args.advcam_steps, variant="code", code_map_scale=args.diag_map_scale),
+               "advcam-logit": AdvCAM(steps=args.advcam_steps, restrict_scale="logit"),
+               "advcam-noreg": AdvCAM(steps=args.advcam_steps, suppress_others=False, restrict=False)}
     methods = {k: v for k, v in methods.items() if k in args.seed_rows}
     ids = dataset.ids[: args.seed_images]
     out = {}
@@ -587,7 +593,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed-labels", nargs="+", default=None)
     p.add_argument("--seed-images", type=int, default=20, help="first ids of the subset used by the seeds part")
     p.add_argument("--seed-rows", nargs="+", default=["cam", "advcam", "advcam-code"],
-                   choices=["cam", "advcam", "advcam-code", "advcam-code-mask"])
+                   choices=["cam", "advcam", "advcam-code", "advcam-code-mask", "advcam-logit", "advcam-noreg"])
+    p.add_argument("--step-variants", nargs="+", default=["text", "code", "text_nomask"],
+                   choices=["text", "code", "text_nomask", "text_logit"], help="AdvCAM variants of the steps part")
     p.add_argument("--diag-map-scale", type=float, default=0.0125,
                    help="code_map_scale of the advcam-code-mask row (1 / typical max raw CAM)")
     p.add_argument("--ssl-epochs", type=int, default=6)

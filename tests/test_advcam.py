@@ -132,3 +132,52 @@ def test_climbing_raises_the_target_logit(model, image):
         z, _, ref, ref_max = climb_step(model, z, torch.tensor([1]), cfg, mean, std, ref, ref_max)
     after = model(z * std + mean)[0, 1]
     assert after > before
+
+
+def test_logit_scaled_restriction_by_hand(model, image):
+    """restrict_scale='logit': lambda * mean over all cells of M * |CAM(x^1) - CAM(x^0)| on raw CAMs (one step)."""
+    cfg = AdvCAM(steps=2, xi=0.5, lam=7.0, tau=0.3, restrict_scale="logit")
+    x = image[None]
+    mean, std = input_normalization(model, x)
+    z0 = (x - mean) / std
+    c = 2
+    z1, _, ref, ref_max = climb_step(model, z0, torch.tensor([c]), cfg, mean, std)
+    z2, _, _, _ = climb_step(model, z1, torch.tensor([c]), cfg, mean, std, ref, ref_max)
+    # by hand: step 1 (the regulariser is zero at x^0 but its gradient is not: |.| has a kink at 0, torch's 0)
+    cam0 = None
+    zs = [z0]
+    for _ in range(2):
+        z = zs[-1].clone().requires_grad_(True)
+        logits, cams = model.logits_and_cams(z * std + mean)
+        y = logits[0]
+        cam = F.relu(cams[0, c])
+        cam0 = cam.detach() if cam0 is None else cam0
+        mask = (cam.detach() / cam0.max()) > 0.3
+        loss = y[c] - (y.sum() - y[c]) - 7.0 * (mask * (cam - cam0).abs()).sum() / cam.numel()
+        (g,) = torch.autograd.grad(loss, z)
+        zs.append((z + 0.5 * g).detach())
+    assert torch.allclose(z1, zs[1], atol=1e-5) and torch.allclose(z2, zs[2], atol=1e-5)
+
+
+def test_logit_scaled_restriction_keeps_its_weight_when_the_cam_scale_changes(model, image):
+    """Scaling the head by s scales y and the 'logit' term alike (the step's direction stays); 'max' does not."""
+    import copy
+
+    x = image[None]
+    mean, std = input_normalization(model, x)
+    z0 = (x - mean) / std
+    scaled = copy.deepcopy(model)
+    with torch.no_grad():
+        scaled.classifier.weight.mul_(10.0)
+    directions = {}
+    for form in ("logit", "max"):
+        cfg = AdvCAM(xi=1e-3, lam=7.0, tau=0.3, restrict_scale=form)
+        steps = []
+        for net in (model, scaled):
+            z1, _, ref, ref_max = climb_step(net, z0, torch.tensor([1]), cfg, mean, std)
+            z2, _, _, _ = climb_step(net, z1, torch.tensor([1]), cfg, mean, std, ref, ref_max)
+            d = (z2 - z1).flatten()
+            steps.append(d / d.norm())
+        directions[form] = float((steps[0] * steps[1]).sum())
+    assert directions["logit"] > 0.99  # the same direction of climb at 10x the CAM scale
+    assert directions["max"] < directions["logit"] - 1e-3  # the max-normalised term's relative weight moved

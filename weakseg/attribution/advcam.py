@@ -40,6 +40,7 @@ from weakseg.attribution.keys import scale_of
 from weakseg.models.contract import CAMModel
 
 CODE_ONLY = ("code_xi", "code_map_scale", "code_clamp")  # fields only the code variant reads
+TEXT_ONLY = ("xi", "restrict_scale")  # fields only the text variant reads
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,15 @@ class AdvCAM(AttributionMethod):
     tau: float = field(default=0.5, metadata={"help": "tau: threshold of the restricting mask M (Eq. 3.4)"})
     suppress_others: bool = field(default=True, metadata={"help": "subtract the logits of all other classes (Eq. 3.6)"})
     restrict: bool = field(default=True, metadata={"help": "apply the restricting-mask regulariser (Eq. 3.6)"})
+    restrict_scale: str = field(
+        default="max",
+        metadata={
+            "help": "text variant: units of the restricting term. max: the sum over M of the max-normalised maps "
+            "(Eq. 3.6 with Eq. 2.1's CAM); logit: its mean over all cells in raw-CAM units, the units of the GAP "
+            "logit y_c, so each masked cell weighs lambda times what it weighs in y_c at any resolution or CAM scale",
+            "choices": ["max", "logit"],
+        },
+    )
     variant: str = field(
         default="text",
         metadata={
@@ -103,12 +113,14 @@ class AdvCAM(AttributionMethod):
             raise ValueError("xi, code_xi and lam must be >= 0")
         if self.code_map_scale is not None and not self.code_map_scale > 0:
             raise ValueError(f"code_map_scale must be > 0 (or None for the head's 1/K+_c), got {self.code_map_scale}")
+        if self.restrict_scale not in ("max", "logit"):
+            raise ValueError(f"restrict_scale must be max or logit, got {self.restrict_scale!r}")
         if self.code_clamp not in ("initial", "current"):
             raise ValueError(f"code_clamp must be initial or current, got {self.code_clamp!r}")
 
     def config(self) -> dict:
         """The configuration that determines the maps: no execution settings (max_batch), no other variant's fields."""
-        unused = {"max_batch", *(CODE_ONLY if self.variant == "text" else ("xi",))}
+        unused = {"max_batch", *(CODE_ONLY if self.variant == "text" else TEXT_ONLY)}
         return {"method": self.name, **{k: v for k, v in asdict(self).items() if k not in unused}}
 
     def schedule(self, image_key: str = "") -> tuple[int, float]:
@@ -196,7 +208,10 @@ def climb_objective(
     """Eq. 3.6 per trajectory [R]: y_c - sum_{k != c} y_k - lambda * ||M (.) |CAM(x^{t-1}) - CAM(x^0)| ||_1.
 
     ref is ReLU(raw CAM(x^0)) [R,h,w] and ref_max its per-row maximum [R,1,1] (the text's fixed normaliser);
-    scale [R,1,1] is the code variant's map scale (code_scales).
+    scale [R,1,1] is the code variant's map scale (code_scales). With restrict_scale="logit" the text variant's
+    term is lambda * mean_cells(M (.) |CAM(x^{t-1}) - CAM(x^0)|) on raw CAMs: y_c is the mean of the raw CAM, so a
+    masked cell's gradient is lambda times the one it gets from y_c (the "max" form's ratio is lambda * h * w /
+    max CAM(x^0), which grows with the feature map and shrinks with the network's CAM scale).
     """
     y_c = logits.gather(1, targets[:, None])[:, 0]
     objective = y_c - (logits.sum(dim=1) - y_c) if cfg.suppress_others else y_c
@@ -204,7 +219,10 @@ def climb_objective(
         current = F.relu(cam)
         if cfg.variant == "text":
             mask = (current.detach() / ref_max) > cfg.tau
-            gap = (current - ref).abs() / ref_max
+            if cfg.restrict_scale == "logit":
+                gap = (current - ref).abs() / (current.shape[-1] * current.shape[-2])
+            else:
+                gap = (current - ref).abs() / ref_max
         else:
             own_max = current.detach().flatten(1).amax(dim=1).clamp_min(1e-12)[:, None, None]
             mask = (current.detach() / own_max) > cfg.tau
