@@ -12,7 +12,9 @@ from weakseg.device import resolve_device, set_threads
 from weakseg.engine import TrainConfig
 
 
-def add_train_options(p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float) -> None:
+def add_train_options(
+    p: argparse.ArgumentParser, epochs: int, batch_size: int, lr: float | None, lr_help: str = ""
+) -> None:
     """Options every trainer shares."""
     p.add_argument("--data", type=Path, required=True, help="VOC2012-layout dataset folder (the VOC2012 folder itself)")
     p.add_argument(
@@ -20,7 +22,7 @@ def add_train_options(p: argparse.ArgumentParser, epochs: int, batch_size: int, 
     )
     p.add_argument("--epochs", type=int, default=epochs, help="training epochs")
     p.add_argument("--batch-size", type=int, default=batch_size, help="images per step")
-    p.add_argument("--lr", type=float, default=lr, help="peak learning rate (poly decay)")
+    p.add_argument("--lr", type=float, default=lr, help=lr_help or "peak learning rate (poly decay)")
     p.add_argument("--weight-decay", type=float, default=1e-4, help="weight decay")
     p.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"], help="optimiser")
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation, data order and augmentation")
@@ -65,7 +67,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     tsub = train.add_subparsers(dest="trainer", metavar="TRAINER")
     tsub.required = True
     p = add_parser(tsub, "classifier", "train a CAM-ready ResNet classifier on image-level labels (multi-label BCE)")
-    add_train_options(p, epochs=12, batch_size=16, lr=1e-3)
+    add_train_options(
+        p,
+        epochs=12,
+        batch_size=16,
+        lr=None,
+        lr_help="peak learning rate of the backbone (poly decay) [default: 1e-3 from scratch, 3e-4 with --pretrained "
+        "(measured: benchmarks/pretrained_recipe.py)]",
+    )
     p.add_argument("--split", default="train", help="training split (ImageSets/Segmentation/<split>.txt or a path)")
     p.add_argument(
         "--val-split",
@@ -135,8 +144,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--head-lr-mult",
         type=float,
-        default=1.0,
-        help="learning-rate multiplier of the classification head (backbone: --lr; IRN: 10 with pretrained weights)",
+        default=None,
+        help="learning-rate multiplier of the classification head (backbone: --lr) [default: 1 from scratch, "
+        "10 with --pretrained, as IRN]",
     )
     add_wood_options(p)
     p.set_defaults(func=run_classifier)
@@ -148,10 +158,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_classifier(args: argparse.Namespace) -> int:
     """Train a CAM classifier and print its final record as JSON."""
-    from training.classifier import ClassifierJob, train_classifier
+    from training.classifier import ClassifierJob, default_learning_rates, train_classifier
 
     set_threads(args.threads)
     device = resolve_device(args.device)
+    lr, head_lr_mult = default_learning_rates(pretrained=bool(args.pretrained) and args.init is None)
+    args.lr = lr if args.lr is None else args.lr
+    args.head_lr_mult = head_lr_mult if args.head_lr_mult is None else args.head_lr_mult
     job = ClassifierJob(
         data=args.data,
         out=args.out,

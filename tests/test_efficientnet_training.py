@@ -94,12 +94,15 @@ def test_cli_trains_a_pretrained_lite_classifier_then_pseudo_labels_and_wood(tin
     run = tmp_path / "lite"
     base = ["--data", str(tiny_synth), "--epochs", "1", "--batch-size", "16", "--crop", "64", "--device", "cpu", "--quiet"]
     assert main(["train", "classifier", "--out", str(run), "--arch", "efficientnet-lite0", "--output-stride", "16",
-                 "--pretrained", "efficientnet-lite0", "--head-lr-mult", "10", *base]) == 0
+                 "--pretrained", "efficientnet-lite0", *base]) == 0
     result = _last_json(capsys.readouterr().out)
     assert result["epochs"] == 1 and 0 <= result["val_f1"] <= 1
     config = read_metadata(run)["config"]
     assert config["arch"] == "efficientnet-lite0" and config["output_stride"] == 16
-    assert json.loads((run / "run.json").read_text())["pretrained"] == "efficientnet-lite0"
+    record = json.loads((run / "run.json").read_text())
+    assert record["pretrained"] == "efficientnet-lite0"
+    # no --lr / --head-lr-mult given: the measured pretrained recipe (benchmarks/pretrained_recipe.py), not 1e-3 x1
+    assert record["train"]["lr"] == 3e-4 and record["train"]["head_lr_mult"] == 10.0
 
     maps = tmp_path / "maps"
     assert main(["pseudo", "--method", "gradcam", "--model", str(run), "--data", str(tiny_synth), "--split", "train",
@@ -118,6 +121,8 @@ def test_cli_trains_a_pretrained_lite_classifier_then_pseudo_labels_and_wood(tin
     assert "cls_ood" in _last_json(capsys.readouterr().out)
     fine_tuned, _ = load_classifier(wood)
     assert fine_tuned.config.arch == "efficientnet-lite0"
+    wood_train = json.loads((wood / "run.json").read_text())["train"]  # a fine-tune (--init) keeps the plain defaults
+    assert wood_train["lr"] == 1e-3 and wood_train["head_lr_mult"] == 1.0
 
 
 def _train_args(data, out, arch: str, pretrained: str) -> list[str]:

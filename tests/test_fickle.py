@@ -90,6 +90,8 @@ def test_train_with_fickle_head_then_pseudo_labels_from_the_cli(tiny_synth, tmp_
                  "--quiet", "--device", "cpu"]) == 0
     model, classes = load_classifier(run)
     assert isinstance(model.classifier, FickleHead) and model.classifier.drop == 0.5 and len(classes) == 4
+    train = json.loads((run / "run.json").read_text())["train"]  # from scratch: lr 1e-3, head x1
+    assert train["lr"] == 1e-3 and train["head_lr_mult"] == 1.0
     capsys.readouterr()
     out = tmp_path / "pseudo"
     rc = main(["pseudo", "--model", str(run), "--data", str(tiny_synth), "--out", str(out), "--method", "fickle",
