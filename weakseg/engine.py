@@ -87,6 +87,11 @@ class FitResult:
     seconds: float = 0.0
 
 
+def _without(record: dict[str, Any], key: str) -> dict[str, Any]:
+    """The record less one key (what a resume compares: everything but the epoch count may not change)."""
+    return {k: v for k, v in record.items() if k != key}
+
+
 def fit(
     model: ModelT,
     loader: Batches,
@@ -125,11 +130,9 @@ def fit(
     if resume_path.exists():
         state = load_resume(resume_path)
         saved = json.loads(state["run_record"])
-        if {k: v for k, v in saved.items() if k != "train"} != {
-            k: v for k, v in run_record.items() if k != "train"
-        } or {k: v for k, v in saved["train"].items() if k != "epochs"} != {
-            k: v for k, v in run_record["train"].items() if k != "epochs"
-        }:
+        same_run = _without(saved, "train") == _without(run_record, "train")
+        same_training = _without(saved["train"], "epochs") == _without(run_record["train"], "epochs")
+        if not (same_run and same_training):
             raise WeaksegError(
                 f"{out}: holds a run with a different configuration; use a new --out or remove {resume_path}"
             )

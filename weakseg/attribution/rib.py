@@ -33,7 +33,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from weakseg.attribution.base import AttributionMethod
 from weakseg.attribution.cam import CAM
@@ -136,9 +135,13 @@ class RIB(AttributionMethod):
             if keep == "last":
                 yield model
             return
+        if pool.labels.shape[1] != model.num_classes:
+            raise DataError(
+                f"{self.data}: has {pool.labels.shape[1]} classes but the model has {model.num_classes} (--rib-data)"
+            )
         work = copy.deepcopy(model).eval().requires_grad_(False)
-        params = [p for p in work.parameters()]
-        head_ids = {id(p) for p in getattr(work, "classifier", nn.Identity()).parameters()}
+        params = list(work.parameters())
+        head_ids = {id(p) for p in work.classifier.parameters()}
         rates = [self.lr * (self.head_lr_mult if id(p) in head_ids else 1.0) for p in params]
         target = torch.zeros((len(x), work.num_classes), device=x.device, dtype=x.dtype)
         target[:, classes.to(x.device)] = 1.0
@@ -147,10 +150,6 @@ class RIB(AttributionMethod):
             images, labels = pool.batch(
                 [str(candidates[i]) for i in picks], rng, self.crop, (self.scale_min, self.scale_max), x.device, x.dtype
             )
-            if labels.shape[1] != target.shape[1]:
-                raise DataError(
-                    f"{self.data}: has {labels.shape[1]} classes but the model has {target.shape[1]} (--rib-data)"
-                )
             work.requires_grad_(True)
             with torch.inference_mode(False), torch.enable_grad():
                 own = self.pooled_logits(work, x)
@@ -169,7 +168,6 @@ class RIB(AttributionMethod):
             work.requires_grad_(False)
             if keep == "all":
                 yield work
-        work.requires_grad_(False)
         if keep == "last":
             yield work
 
