@@ -102,6 +102,7 @@ def job_manifest(job: PseudoJob, classes: list[str]) -> dict[str, Any]:
         classes,
         job.split,
         str(Path(job.data).resolve()),
+        model=str(Path(job.model).resolve()),
     )
 
 

@@ -78,12 +78,13 @@ def build_manifest(
     classes: list[str],
     split: str,
     data: str,
+    model: str | None = None,
 ) -> dict[str, Any]:
     """The configuration a pseudo-label folder is pinned to (no execution settings such as worker counts).
 
-    Locations (the dataset, and method fields naming a place such as RIB's companion folder) are recorded under
-    "data" and "method_locations" but not pinned. Returned in its JSON form (tuples become lists), so it compares
-    equal to a manifest read back from disk.
+    Locations (the dataset, the classifier `model` when given, and method fields naming a place such as RIB's
+    companion folder) are recorded under "data", "model" and "method_locations" but not pinned. Returned in its
+    JSON form (tuples become lists), so it compares equal to a manifest read back from disk.
     """
     locations = method_locations(method)
     return json.loads(
@@ -99,6 +100,7 @@ def build_manifest(
                     "crf": asdict(label_cfg.crf) if label_cfg.crf else None,
                 },
                 "model_sha256": model_sha256,
+                **({"model": model} if model is not None else {}),
                 "classes": list(classes),
                 "split": split,
                 "data": data,
