@@ -25,6 +25,8 @@ EXPECTED_OPTIONS: dict[str, tuple[str, ...]] = {
     "train classifier": ("--data", "--out", "--epochs", "--arch", "--pretrained", "--init", "--ood", "--head",
                          "--device", "--threads"),
     "train segmenter": ("--data", "--out", "--epochs", "--labels", "--device"),
+    "train irn": ("--maps", "--data", "--out", "--model", "--epochs", "--batch-size", "--lr", "--crop", "--radius",
+                  "--device"),
     "pseudo": ("--method", "--model", "--data", "--split", "--out", "--crf", "--scales", "--no-flip", "--limit",
                "--retries", "--fg-thresh", "--bg-thresh", "--device", "--gradcam-target-layer", "--advcam-steps",
                "--advcam-xi", "--advcam-lam", "--advcam-tau", "--advcam-variant", "--rib-steps", "--rib-lr",
@@ -50,6 +52,9 @@ DOCUMENTED_DEFAULTS: dict[str, dict[str, str | float | re.Pattern]] = {
               "--ood": 200, "--size": 128},
     # --arch: resnet18 unless --init names a classifier, whose architecture then applies (the help says so)
     "train classifier": {"--epochs": 12, "--arch": re.compile(r"default:? resnet18\b"), "--device": "auto"},
+    # IRN: the authors' 3 epochs, lr 0.1, x10 displacement branch, weight decay 1e-4, training radius 10, SGD
+    "train irn": {"--epochs": 3, "--lr": 0.1, "--head-lr-mult": 10, "--weight-decay": 1e-4, "--radius": 10,
+                  "--optimizer": "sgd", "--fg-thresh": 0.30, "--bg-thresh": 0.05},
     "pseudo": {"--split": "train", "--method": "cam", "--fg-thresh": 0.30, "--bg-thresh": 0.05,
                "--scales": "[1.0, 0.5, 1.5, 2.0]", "--gradcam-target-layer": "layer3", "--advcam-steps": 27,
                "--advcam-xi": 0.008, "--advcam-lam": 7, "--advcam-tau": 0.5, "--rib-steps": 10, "--rib-lr": 8e-6,
