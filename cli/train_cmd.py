@@ -155,6 +155,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     register_trainer(tsub)
 
+    from cli.irn_cmd import register_irn  # `train irn` lives in cli/irn_cmd.py
+
+    register_irn(tsub)
+
 
 def run_classifier(args: argparse.Namespace) -> int:
     """Train a CAM classifier and print its final record as JSON."""
