@@ -46,6 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     register_eval(esub)
 
+    from cli.detector_cmd import register_eval as register_detector_eval  # eval detector: cli/detector_cmd.py
+
+    register_detector_eval(esub)
+
 
 def run_seeds(args: argparse.Namespace) -> int:
     """Evaluate seeds, write the report, print the JSON."""

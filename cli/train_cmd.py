@@ -155,6 +155,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     register_trainer(tsub)
 
+    from cli.detector_cmd import register_trainer as register_detector  # train detector: cli/detector_cmd.py
+
+    register_detector(tsub)
+
     from cli.irn_cmd import register_irn  # `train irn` lives in cli/irn_cmd.py
 
     register_irn(tsub)
