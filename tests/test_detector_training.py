@@ -166,6 +166,28 @@ def test_cli_training_resumes_exactly_and_checkpoints_every_epoch(det_synth, tmp
     for key in ("coco_ap", "coco_ap50", "coco_ap75"):
         assert report[key] is None or 0.0 <= report[key] <= 1.0
 
+    # a dataset with other classes than the detector's is refused in one line
+    other = _copy(det_synth, tmp_path)
+    (other / "classes.txt").write_text("train\nboat\nbird\ncow\n")
+    assert main(["eval", "detector", "--model", str(straight), "--data", str(other), "--device", "cpu", "--quiet"]) == 2
+    assert "detector classes ['train', 'boat', 'bird'] differ from the dataset's" in _error_line(capsys)
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v3", "resnet50", "efficientnet-lite1"])
+def test_every_arch_builds_for_the_dataset_classes_and_input_size(arch):
+    config = DetectorConfig(arch=arch, classes=("a", "b", "c"), min_size=96, max_size=160, box_head_dim=64)
+    model = build_detector(config)
+    assert model.roi_heads.box_predictor.cls_score.out_features == 4  # background + 3
+    assert (model.transform.min_size, model.transform.max_size) == ((96,), 160)
+    model.eval()
+    with torch.no_grad():
+        (out,) = model([torch.rand(3, 80, 120)])
+    assert out["boxes"].shape[1] == 4 and len(out["boxes"]) <= 100
+    if out["boxes"].numel():
+        assert out["boxes"][:, 2].max() <= 120 and out["boxes"][:, 3].max() <= 80  # in the input image's pixels
+    with pytest.raises(ValueError, match="torchvision's"):
+        DetectorConfig(arch="mobilenet_v3", classes=("a",), pretrained_backbone=True)
+
 
 def test_lite_fpn_backbone_loads_every_imagenet_tensor_and_keeps_them_frozen(tmp_path):
     from timm.layers import FrozenBatchNormAct2d
