@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -163,3 +165,23 @@ def test_dense_walk_bytes_counts_the_padded_matrix_and_its_crop():
     n, n_padded = 32 * 32, (32 + 5) * (32 + 10)
     assert dense_walk_bytes(32, 32) == 4 * (n_padded**2 + n**2)
     assert dense_walk_bytes(128, 128, dtype=torch.float64) > 2 * 8 * (128 * 128) ** 2  # > 4 GiB at 512 px in fp64
+
+
+def _peak_rss_kib() -> int:
+    """This process's peak resident set (VmHWM) in KiB."""
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM:"))
+    return int(line.split()[1])
+
+
+def test_sparse_walk_never_holds_an_n_by_n_matrix():
+    """A 128 x 128 grid (512 px at stride 4): the dense matrix alone would be 1 GiB in float32."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak to the current RSS
+    except OSError:
+        pytest.skip("cannot reset the peak RSS here (needs Linux /proc/self/clear_refs)")
+    scores, edge = _inputs(128, 128, 2, 3, torch.float32)
+    before = _peak_rss_kib()
+    out = random_walk(scores, edge, steps=4)
+    grown_mib = (_peak_rss_kib() - before) / 1024
+    assert out.shape == scores.shape
+    assert grown_mib < 64, f"the sparse walk's peak grew by {grown_mib:.0f} MiB"

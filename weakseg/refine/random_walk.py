@@ -171,9 +171,9 @@ def dense_random_walk(
         a.index_put_((c_all, r_all), v_all, accumulate=True)  # symmetric
         a.diagonal().add_(1)  # identity
         a = a.view(hp, wp, hp, wp)[:h, radius : radius + w, :h, radius : radius + w].reshape(h * w, h * w)
-        t = a.pow_(beta)
-        t.div_(t.sum(0, keepdim=True))
+        a.pow_(beta)
+        a.div_(a.sum(0, keepdim=True))  # T, in place: one name, so each squaring holds two N x N matrices
         for _ in range(steps.bit_length() - 1):
-            t = t @ t
-        rw = (x * (1 - edge)).reshape(k, h * w) @ t
+            a = a @ a
+        rw = (x * (1 - edge)).reshape(k, h * w) @ a
         return rw.reshape(k, h, w)
