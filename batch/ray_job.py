@@ -1,10 +1,11 @@
-"""The pseudo-label job on Ray: a pool of actors (each holding the model) fed image ids by the driver.
+"""A per-image batch job on Ray (`batch.image_job.ImageJob`: the pseudo-label job, the refine job): a pool of
+actors (each holding the job's model) fed image ids by the driver.
 
 Ray does the placement, replaces a worker process that dies (max_restarts) and re-runs the calls it was
 holding (max_task_retries = job.retries); the driver only keeps each worker's queue `inflight_per_worker`
 deep, shows progress and writes failures.jsonl and summary.json. Outputs are written by the workers, so
---out must be reachable from every node (checked up front on a cluster). The method's inputs and the model are
-checked in the driver before Ray is even attached (`batch.pseudo_job.check_inputs`), each worker checks the
+--out must be reachable from every node (checked up front on a cluster). The job's inputs and model are
+checked in the driver before Ray is even attached (`job.prepare`, on the CPU), each worker checks the
 (absolute) paths on its node as it starts, and `job.max_consecutive_failures` failed images in a row stop the
 dispatch with the first of their errors.
 """
@@ -17,42 +18,30 @@ import time
 from collections import defaultdict, deque
 from typing import Any
 
+import torch
 from tqdm import tqdm
 
 from batch.cluster import (
-    DIR_FINGERPRINT,
-    Probe,
     RayOptions,
     RaySession,
     check_shared_locations,
     cluster_address,
     connect,
     disconnect,
-    file_fingerprint,
-    fingerprint,
 )
 from batch.faults import fault_env
-from batch.pseudo_job import (
+from batch.image_job import (
     FAILURES,
-    MANIFEST,
     FailureStreak,
+    ImageJob,
     ImageOutcome,
-    PseudoJob,
-    absolute_job,
-    check_inputs,
-    check_model_classes,
+    check_failure_limit,
     done_ids,
     finish,
-    job_ids,
-    method_flag,
-    prepare_output,
 )
 from batch.store import open_store
-from batch.worker import PseudoWorker, worker_device
-from weakseg.data.voc import VOCDataset
+from batch.worker import ImageWorker, worker_device
 from weakseg.errors import WeaksegError
-from weakseg.models.checkpoint import resolve_weights
-from weakseg.pseudo import method_locations
 
 
 def plan_workers(
@@ -80,36 +69,11 @@ def plan_workers(
     return workers, min(1.0, gpus / workers) if gpus else 1.0  # several workers share a GPU when there are fewer GPUs
 
 
-def location_probes(job: PseudoJob, dataset: VOCDataset) -> list[Probe]:
-    """What every node must see as the driver does: split list, weights file, the manifest just written."""
-    store = open_store(job.out)
-    manifest = store.read_bytes(MANIFEST) or b""
-    probes = [
-        Probe("--data", path=str(dataset.split_path.absolute()), fingerprint=file_fingerprint(dataset.split_path)),
-        Probe(
-            "--model", path=str(resolve_weights(job.model)), fingerprint=file_fingerprint(resolve_weights(job.model))
-        ),
-        Probe("--out", store=store, key=MANIFEST, fingerprint=fingerprint(manifest, len(manifest))),
-    ]
-    if dataset.labels_path is not None:
-        probes.append(
-            Probe(
-                "--labels", path=str(dataset.labels_path.absolute()), fingerprint=file_fingerprint(dataset.labels_path)
-            )
-        )
-    probes += [
-        Probe(method_flag(job.method, k), path=v, fingerprint=DIR_FINGERPRINT)
-        for k, v in method_locations(job.method).items()
-        if v
-    ]
-    return probes
-
-
-def _start_workers(job: PseudoJob, options: RayOptions, workers: int, gpus: float, device: str) -> list:
+def _start_workers(job: ImageJob, options: RayOptions, workers: int, gpus: float, device: str) -> list:
     import ray
 
     env = fault_env()
-    cls = ray.remote(PseudoWorker).options(
+    cls = ray.remote(ImageWorker).options(
         num_cpus=options.threads_per_worker,
         num_gpus=gpus,
         max_restarts=options.max_worker_restarts,
@@ -142,7 +106,7 @@ def _wait_ready(actors: list, options: RayOptions, gpus: float) -> list[dict[str
         raise WeaksegError(f"a pseudo-label worker could not start: {cause}") from e
 
 
-def _dispatch(actors: list, todo: list[str], job: PseudoJob, options: RayOptions, bar: tqdm, record: Any) -> list[str]:
+def _dispatch(actors: list, todo: list[str], job: ImageJob, options: RayOptions, bar: tqdm, record: Any) -> list[str]:
     """Keep every worker's queue filled until all ids are processed; returns ids left unrun (all workers gone).
 
     `record(outcome)` returning True stops the dispatch at once (the images still queued are abandoned).
@@ -238,23 +202,19 @@ def _restarted_ranks(actors: list) -> list[int]:
 
 
 def run_ray(
-    job: PseudoJob, options: RayOptions = RayOptions(), device: str = "auto", progress: bool = True
+    job: ImageJob, options: RayOptions = RayOptions(), device: str = "auto", progress: bool = True
 ) -> dict[str, Any]:
     """Run the job on Ray (local in-process or a cluster); returns the summary (also <out>/summary.json)."""
     if options.threads_per_worker < 1:
         raise WeaksegError(f"--threads-per-worker must be >= 1, got {options.threads_per_worker}")
     if options.workers is not None and options.workers < 1:
         raise WeaksegError(f"--workers must be >= 1 on Ray (0 runs in-process), got {options.workers}")
-    if job.max_consecutive_failures < 0:
-        raise WeaksegError(f"--max-consecutive-failures must be >= 0, got {job.max_consecutive_failures}")
+    check_failure_limit(job)
     t_start = time.time()
-    job = absolute_job(job)
+    job = job.absolute()
     store = open_store(job.out)
-    dataset = VOCDataset(job.data, job.split, labels=job.label_source)
-    check_model_classes(job, dataset.classes)
-    check_inputs(job, dataset.classes)  # here, once: a bad model or --rib-data never reaches a worker
-    prepare_output(job, dataset.classes)
-    ids = job_ids(job, dataset)
+    ids, step = job.prepare(torch.device("cpu"))  # here, once: a bad model or --rib-data never reaches a worker
+    del step  # the workers load their own
     done = done_ids(store)
     todo = [i for i in ids if i not in done]
     counts = {"total": len(ids), "skipped": len(ids) - len(todo), "succeeded": 0, "failed": 0, "not_run": 0}
@@ -265,7 +225,7 @@ def run_ray(
         "executor": "ray",
         "out": store.uri,
         "threads_per_worker": options.threads_per_worker,
-        "method_locations": method_locations(job.method),
+        **job.summary_fields(),
         "stopped": None,
     }
     streak = FailureStreak(job.max_consecutive_failures)
@@ -290,7 +250,7 @@ def run_ray(
             session, workers, gpus = _attach(options, device, len(todo))
             summary.update(workers=workers, gpus_per_worker=gpus, address=session.address)
             if session.remote:
-                check_shared_locations(location_probes(job, dataset))
+                check_shared_locations(job.probes())
             actors = _start_workers(job, options, workers, gpus, device)
             infos = _wait_ready(actors, options, gpus)
             summary["startup_seconds"] = round(time.time() - t_start, 2)
@@ -298,7 +258,7 @@ def run_ray(
             with tqdm(
                 total=len(todo),
                 unit="img",
-                desc=f"{job.method.name} pseudo labels ({workers} workers)",
+                desc=f"{job.title()} ({workers} workers)",
                 disable=not progress,
                 file=sys.stderr,
                 mininterval=0.5 if sys.stderr.isatty() else 10,

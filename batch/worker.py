@@ -1,4 +1,5 @@
-"""The Ray actor of the pseudo-label job: loads the model once, then computes and writes images by id."""
+"""The Ray actor of a per-image job (pseudo labels, refine): loads the job's model once, then computes and writes
+images by id."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import warnings
 from typing import Any
 
 from batch.faults import FaultInjector
-from batch.pseudo_job import ImageOutcome, PseudoJob, check_job_paths, process_image
+from batch.image_job import ImageJob, ImageOutcome, process_image
 from batch.store import open_store
 
 
@@ -26,26 +27,23 @@ def worker_device(device: str, gpus_per_worker: float) -> str:
     return "cuda" if gpus_per_worker > 0 else ("cpu" if device == "auto" else device)
 
 
-class PseudoWorker:
-    """One worker process: the model, dataset reader and output store, held for the whole job."""
+class ImageWorker:
+    """One worker process: the job's per-image step (model, dataset reader) and output store, held for the job."""
 
-    def __init__(self, job: PseudoJob, rank: int, device: str, threads: int) -> None:
-        """Fix the torch thread count, check the job's paths on this node, open the dataset and load the model on
-        `device` (once). A path missing here fails the worker's start, naming the flag, path and host."""
+    def __init__(self, job: ImageJob, rank: int, device: str, threads: int) -> None:
+        """Fix the torch thread count, check the job's paths on this node and open its step on `device` (the model
+        loaded once). A path missing here fails the worker's start, naming the flag, path and host."""
         import torch
 
-        from weakseg.data.voc import VOCDataset
         from weakseg.device import resolve_device
-        from weakseg.models.classifier_io import load_classifier
 
         torch.set_num_threads(threads)
-        check_job_paths(job)
+        job.check_paths()
         self.job, self.rank, self.threads = job, rank, threads
         self.restarted = _was_restarted()
         self.device = resolve_device(device)
         self.store = open_store(job.out)
-        self.dataset = VOCDataset(job.data, job.split, labels=job.label_source)
-        self.model, _ = load_classifier(job.model, self.device)
+        self.step = job.open_step(self.device)
         self.faults = FaultInjector.from_env(rank, self.restarted)
 
     def ready(self) -> dict[str, Any]:
@@ -64,6 +62,6 @@ class PseudoWorker:
     def process(self, image_id: str) -> ImageOutcome:
         """Compute and write one image; failures come back as an outcome, never as an exception."""
         self.faults.before_image()
-        outcome = process_image(self.job, self.dataset, self.model, self.device, image_id, self.store)
+        outcome = process_image(self.job, self.step, image_id, self.store)
         outcome.worker = self.rank
         return outcome

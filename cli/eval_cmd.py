@@ -22,9 +22,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         esub, "seeds", "seed mIoU over a background-threshold sweep, precision/recall/F1, optional CRF, Markdown report"
     )
     p.add_argument(
-        "--data", type=Path, required=True, help="VOC2012-layout dataset folder with SegmentationClass masks"
+        "--data",
+        type=Path,
+        default=None,
+        help="VOC2012-layout dataset folder with SegmentationClass masks [default: the folder's manifest's]",
     )
-    p.add_argument("--split", default="train", help="split name or list file (images without maps are skipped)")
+    p.add_argument(
+        "--split",
+        default=None,
+        help="split name or list file (images without maps are skipped) [default: the manifest's, else train]",
+    )
     p.add_argument("--maps", type=Path, required=True, help="pseudo-label output folder (or its maps/ folder)")
     p.add_argument(
         "--crf",
@@ -37,9 +44,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_seeds)
 
     p = add_parser(esub, "labels", "score pseudo-label PNGs: mIoU over labelled pixels and the fraction left 255")
-    p.add_argument("--data", type=Path, required=True, help="VOC2012-layout dataset folder")
-    p.add_argument("--split", default="train", help="split name or list file (images without labels are skipped)")
-    p.add_argument("--labels", type=Path, required=True, help="pseudo-label output folder (or its labels/ folder)")
+    p.add_argument(
+        "--data", type=Path, default=None, help="VOC2012-layout dataset folder [default: the folder's manifest's]"
+    )
+    p.add_argument(
+        "--split",
+        default=None,
+        help="split name or list file (images without labels are skipped) [default: the manifest's, else train]",
+    )
+    p.add_argument(
+        "--labels",
+        type=Path,
+        required=True,
+        help="pseudo-label output folder (or its labels/ folder; `weakseg pseudo` or `weakseg refine`)",
+    )
     p.set_defaults(func=run_labels)
 
     from cli.segmenter_cmd import register_eval  # the segmenter's train/eval parsers live in cli/segmenter_cmd.py
@@ -51,13 +69,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     register_detector_eval(esub)
 
 
+def folder_dataset(folder: Path, data: Path | None, split: str | None):
+    """The dataset a label folder is scored against: --data and --split, else what its manifest.json records."""
+    import json
+
+    from weakseg.data.voc import VOCDataset
+    from weakseg.errors import DataError
+
+    root = folder.parent if folder.name in ("maps", "labels") and not (folder / "manifest.json").is_file() else folder
+    manifest: dict = {}
+    if (data is None or split is None) and (root / "manifest.json").is_file():
+        try:
+            manifest = json.loads((root / "manifest.json").read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise DataError(f"{root / 'manifest.json'}: unreadable ({e}); pass --data and --split") from e
+    data = data if data is not None else (Path(manifest["data"]) if manifest.get("data") else None)
+    if data is None:
+        raise DataError(f"{folder}: no manifest.json naming the dataset; pass --data")
+    return VOCDataset(data, split or manifest.get("split") or "train")
+
+
 def run_seeds(args: argparse.Namespace) -> int:
     """Evaluate seeds, write the report, print the JSON."""
-    from weakseg.data.voc import VOCDataset
     from weakseg.refine.crf import CRFConfig
     from weakseg.report.seed_eval import evaluate_seed_folder, write_seed_report
 
-    dataset = VOCDataset(args.data, args.split)
+    dataset = folder_dataset(args.maps, args.data, args.split)
     crf = CRFConfig() if args.crf else None
     evaluation = evaluate_seed_folder(dataset, args.maps, crf, args.crf_window)
     report = args.report or Path(args.maps) / "seed_report.md"
@@ -69,15 +106,14 @@ def run_seeds(args: argparse.Namespace) -> int:
 
 def run_labels(args: argparse.Namespace) -> int:
     """Score label PNGs and print the JSON."""
-    from weakseg.data.voc import VOCDataset
     from weakseg.errors import DataError
     from weakseg.metrics.seeds import evaluate_labels
 
-    dataset = VOCDataset(args.data, args.split)
+    dataset = folder_dataset(args.labels, args.data, args.split)
     folder = args.labels / "labels" if (args.labels / "labels").is_dir() else args.labels
     ids = [i for i in dataset.ids if (folder / f"{i}.png").exists()]
     if not ids:
-        raise DataError(f"{folder}: no label PNGs for any image of split {args.split!r}")
+        raise DataError(f"{folder}: no label PNGs for any image of split {dataset.split_path.stem!r}")
     pairs = ((dataset.require_mask(i), folder / f"{i}.png") for i in ids)
     print(json.dumps(evaluate_labels(pairs, dataset.classes).to_json()))
     return 0

@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES = (
     "cli.data_cmd",
     "cli.train_cmd",
     "cli.pseudo_cmd",
+    "cli.refine_cmd",
     "cli.eval_cmd",
     "cli.demo_cmd",
     "cli.export_cmd",

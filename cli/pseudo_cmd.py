@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cli.common import add_device, add_parser
 from cli.method_args import add_method_options, method_from_args, multiscale_from_args
 from weakseg.device import resolve_device, set_threads
 from weakseg.errors import WeaksegError
+
+if TYPE_CHECKING:
+    from batch.image_job import ImageJob
 
 
 def add_label_options(p: argparse.ArgumentParser) -> None:
@@ -38,14 +42,15 @@ def label_config_from_args(args: argparse.Namespace):
     return LabelConfig(fg_thresh=args.fg_thresh, bg_thresh=args.bg_thresh, crf=CRFConfig() if args.crf else None)
 
 
-def add_execution_options(p: argparse.ArgumentParser) -> None:
-    """--workers/--threads-per-worker/--gpus-per-worker/--address: how the job runs (never part of the manifest)."""
+def add_execution_options(p: argparse.ArgumentParser, in_process_default: bool = False) -> None:
+    """--workers/--threads-per-worker/--gpus-per-worker/--address: how the job runs (never part of the manifest);
+    `in_process_default`: --workers defaults to 0 (this process) instead of a Ray pool."""
     g = p.add_argument_group("execution (Ray)")
     g.add_argument(
         "--workers",
         type=int,
-        default=None,
-        help="Ray workers, each holding the model (default: one per GPU, else CPUs // threads-per-worker); "
+        default=0 if in_process_default else None,
+        help="Ray workers, each holding the model (unset: one per GPU, else CPUs // threads-per-worker); "
         "0 runs in this process without Ray",
     )
     g.add_argument(
@@ -73,8 +78,6 @@ def add_execution_options(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `pseudo`."""
-    from batch.pseudo_job import DEFAULT_MAX_CONSECUTIVE_FAILURES, DEFAULT_RETRIES
-
     p = add_parser(
         sub,
         "pseudo",
@@ -96,7 +99,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "images, a different configuration is refused",
     )
     p.add_argument("--labels", default="auto", help="image-level label source: xml, auto or a cls_labels.npy path")
-    p.add_argument("--limit", type=int, default=None, help="only the first N images of the split")
+    add_job_options(p, "only the first N images of the split")
+    add_method_options(p)
+    add_label_options(p)
+    add_refine_stage_options(p)
+    add_device(p)
+    add_execution_options(p)
+    p.set_defaults(func=run)
+
+
+def add_job_options(p: argparse.ArgumentParser, limit_help: str) -> None:
+    """--limit/--retries/--max-consecutive-failures/--quiet of a per-image batch job."""
+    from batch.image_job import DEFAULT_MAX_CONSECUTIVE_FAILURES, DEFAULT_RETRIES
+
+    p.add_argument("--limit", type=int, default=None, help=limit_help)
     p.add_argument(
         "--retries",
         type=int,
@@ -109,25 +125,71 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=DEFAULT_MAX_CONSECUTIVE_FAILURES,
         metavar="N",
         help="stop the job (exit status 2, naming the first error) after N failed images in a row; 0: never. "
-        "Inputs (the model, --rib-data) are checked once before any image",
+        "Inputs (the model, --rib-data, --irn) are checked once before any image",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_method_options(p)
-    add_label_options(p)
-    add_device(p)
-    add_execution_options(p)
-    p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the pseudo-label job and print its summary JSON; exit 1 if any image failed."""
-    from batch.pseudo_job import PseudoJob, run_local
-    from batch.store import is_object_store_uri
+def add_refine_stage_options(p: argparse.ArgumentParser) -> None:
+    """--refine irn|par, --irn and every refiner setting: a refiner run on the method's maps makes the PNGs."""
+    from cli.refine_args import add_refiner_options
+    from weakseg.refine.stage import REFINERS
 
+    g = p.add_argument_group("refine stage")
+    g.add_argument(
+        "--refine",
+        choices=REFINERS,
+        default=None,
+        help="run this refiner on each image's maps; its labels are the PNGs (the maps stay the method's) and its "
+        "configuration is pinned in the manifest",
+    )
+    g.add_argument("--irn", default=None, metavar="RUN", help="IRN run folder or .safetensors for --refine irn")
+    add_refiner_options(p)
+
+
+def check_job_options(args: argparse.Namespace) -> None:
+    """Refuse a negative --retries or --max-consecutive-failures."""
     if args.retries < 0:
         raise WeaksegError(f"--retries must be >= 0, got {args.retries}")
     if args.max_consecutive_failures < 0:
         raise WeaksegError(f"--max-consecutive-failures must be >= 0, got {args.max_consecutive_failures}")
+
+
+def execute(job: ImageJob, args: argparse.Namespace) -> dict:
+    """Run a per-image job in this process (--workers 0) or on Ray; its summary."""
+    if args.workers == 0:
+        if args.address or args.gpus_per_worker:
+            raise WeaksegError("--workers 0 runs in this process: --address and --gpus-per-worker do not apply")
+        from batch.image_job import run_local
+
+        set_threads(args.threads_per_worker)
+        return run_local(job, resolve_device(args.device), progress=not args.quiet)
+    from batch.cluster import RayOptions
+    from batch.ray_job import run_ray
+
+    options = RayOptions(
+        workers=args.workers,
+        threads_per_worker=args.threads_per_worker or 1,
+        gpus_per_worker=args.gpus_per_worker,
+        address=args.address,
+        object_store_mb=args.object_store_mb,
+    )
+    return run_ray(job, options, device=args.device, progress=not args.quiet)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the pseudo-label job and print its summary JSON; exit 1 if any image failed."""
+    from batch.pseudo_job import PseudoJob
+    from batch.store import is_object_store_uri
+    from cli.refine_args import check_unused_settings, refine_spec_from_args
+
+    check_job_options(args)
+    check_unused_settings(args, args.refine)
+    if args.irn and args.refine != "irn":
+        raise WeaksegError("--irn applies to --refine irn only")
+    if args.refine and args.crf:
+        raise WeaksegError(f"--crf refines the threshold labels, which --refine {args.refine} replaces: pass one")
+    refine = refine_spec_from_args(args, args.refine, args.irn) if args.refine else None
     for flag, value in (("--data", args.data), ("--model", args.model)):
         if is_object_store_uri(value):
             raise WeaksegError(
@@ -150,23 +212,8 @@ def run(args: argparse.Namespace) -> int:
         retries=args.retries,
         limit=args.limit,
         max_consecutive_failures=args.max_consecutive_failures,
+        refine=refine,
     )
-    if args.workers == 0:
-        if args.address or args.gpus_per_worker:
-            raise WeaksegError("--workers 0 runs in this process: --address and --gpus-per-worker do not apply")
-        set_threads(args.threads_per_worker)
-        summary = run_local(job, resolve_device(args.device), progress=not args.quiet)
-    else:
-        from batch.cluster import RayOptions
-        from batch.ray_job import run_ray
-
-        options = RayOptions(
-            workers=args.workers,
-            threads_per_worker=args.threads_per_worker or 1,
-            gpus_per_worker=args.gpus_per_worker,
-            address=args.address,
-            object_store_mb=args.object_store_mb,
-        )
-        summary = run_ray(job, options, device=args.device, progress=not args.quiet)
+    summary = execute(job, args)
     print(json.dumps(summary))
     return 1 if summary["failed"] else 0

@@ -79,12 +79,16 @@ def build_manifest(
     split: str,
     data: str,
     model: str | None = None,
+    refine: dict[str, Any] | None = None,
+    refine_locations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The configuration a pseudo-label folder is pinned to (no execution settings such as worker counts).
 
     Locations (the dataset, the classifier `model` when given, and method fields naming a place such as RIB's
-    companion folder) are recorded under "data", "model" and "method_locations" but not pinned. Returned in its
-    JSON form (tuples become lists), so it compares equal to a manifest read back from disk.
+    companion folder) are recorded under "data", "model" and "method_locations" but not pinned. `refine` is the
+    configuration of a refiner run after the method (its labels are then the PNGs; pinned), `refine_locations`
+    where its inputs are (the IRN checkpoint; recorded, not pinned). Returned in its JSON form (tuples become
+    lists), so it compares equal to a manifest read back from disk.
     """
     locations = method_locations(method)
     return json.loads(
@@ -101,6 +105,7 @@ def build_manifest(
                 },
                 "model_sha256": model_sha256,
                 **({"model": model} if model is not None else {}),
+                **({"refine": refine, "refine_locations": refine_locations or {}} if refine is not None else {}),
                 "classes": list(classes),
                 "split": split,
                 "data": data,
@@ -113,14 +118,24 @@ def build_manifest(
     )
 
 
-PINNED_KEYS = ("version", "method", "multiscale", "labels", "model_sha256", "classes", "split")
+PINNED_KEYS = ("version", "method", "multiscale", "labels", "model_sha256", "classes", "split", "refine")
+
+
+def dotted_diff(existing: Any, wanted: Any, prefix: str) -> list[str]:
+    """The dotted paths (prefix.key.key) of the leaves where two JSON values differ; [prefix] for unlike leaves."""
+    if isinstance(existing, dict) and isinstance(wanted, dict):
+        keys = sorted(set(existing) | set(wanted))
+        return [d for k in keys for d in dotted_diff(existing.get(k), wanted.get(k), f"{prefix}.{k}")]
+    return [] if existing == wanted else [prefix]
 
 
 def manifest_mismatch(existing: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """Pinned manifest entries that differ (empty when the folder can be resumed into).
+    """Pinned manifest entries that differ (empty when the folder can be resumed into); a differing refiner is
+    named down to its setting ("refine.par.num_iter").
 
     Locations are recorded but not pinned, so a dataset (or RIB's companion folder) mounted elsewhere can be
     resumed; a manifest written before locations were set apart, with them inside "method", compares the same.
+    A manifest without "refine" (written before the refine stage existed) compares as refine None.
     """
     unpinned = set(wanted.get("method_locations") or {}) | set(existing.get("method_locations") or {})
 
@@ -130,4 +145,9 @@ def manifest_mismatch(existing: dict[str, Any], wanted: dict[str, Any]) -> list[
             return {k: v for k, v in value.items() if k not in unpinned}
         return value
 
-    return [k for k in PINNED_KEYS if pinned(existing, k) != pinned(wanted, k)]
+    return [
+        d
+        for k in PINNED_KEYS
+        for d in (dotted_diff(pinned(existing, k), pinned(wanted, k), k) if k == "refine" else [k])
+        if pinned(existing, k) != pinned(wanted, k)
+    ]
