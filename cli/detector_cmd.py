@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from cli.common import add_device, add_parser, add_threads
 from weakseg.device import resolve_device, set_threads
@@ -30,6 +31,12 @@ def register_trainer(tsub: argparse._SubParsersAction) -> None:
         "--split", default="train", help="training split: ImageSets/Main/<split>.txt, else ImageSets/Segmentation/"
     )
     p.add_argument("--val-split", default="val", help="split scored (COCO AP50) after each epoch ('' to skip)")
+    add_rcnn_options(p)
+    p.set_defaults(func=run_train)
+
+
+def add_rcnn_options(p: argparse.ArgumentParser) -> None:
+    """The R-CNN options `train detector` and `train instance` share: validation cap, backbone, sizes, heads."""
     p.add_argument("--val-images", type=int, default=None, help="score only the first N validation images each epoch")
     p.add_argument("--arch", default=DEFAULT_ARCH, choices=list(ARCHS), help="backbone (with an FPN)")
     p.add_argument(
@@ -59,33 +66,39 @@ def register_trainer(tsub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--head-lr-mult", type=float, default=1.0, help="learning-rate multiplier of the FPN, RPN and box head"
     )
-    p.set_defaults(func=run_train)
 
 
 def run_train(args: argparse.Namespace) -> int:
     """Train a detector and print its final record as JSON."""
-    from cli.train_cmd import print_fit_result, train_config_from_args
+    from cli.train_cmd import print_fit_result
     from training.detector import DetectorJob, train_detector
 
     set_threads(args.threads)
     device = resolve_device(args.device)
+    job = DetectorJob(**rcnn_job_fields(args))
+    return print_fit_result(args.out, train_detector(job, device, progress=not args.quiet))
+
+
+def rcnn_job_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """DetectorJob's fields from the shared trainer options and add_rcnn_options."""
+    from cli.train_cmd import train_config_from_args
+
     train = train_config_from_args(args)
     train.warmup_steps = args.warmup_steps
-    job = DetectorJob(
-        data=args.data,
-        out=args.out,
-        split=args.split,
-        val_split=args.val_split or None,
-        val_images=args.val_images,
-        arch=args.arch,
-        pretrained=args.pretrained,
-        min_size=args.min_size,
-        max_size=args.max_size,
-        box_batch_size_per_image=args.box_batch_size_per_image,
-        box_head_dim=args.box_head_dim,
-        train=train,
-    )
-    return print_fit_result(args.out, train_detector(job, device, progress=not args.quiet))
+    return {
+        "data": args.data,
+        "out": args.out,
+        "split": args.split,
+        "val_split": args.val_split or None,
+        "val_images": args.val_images,
+        "arch": args.arch,
+        "pretrained": args.pretrained,
+        "min_size": args.min_size,
+        "max_size": args.max_size,
+        "box_batch_size_per_image": args.box_batch_size_per_image,
+        "box_head_dim": args.box_head_dim,
+        "train": train,
+    }
 
 
 def register_eval(esub: argparse._SubParsersAction) -> None:

@@ -163,6 +163,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     register_irn(tsub)
 
+    from cli.instance_cmd import register_trainer as register_instance  # train instance: cli/instance_cmd.py
+
+    register_instance(tsub)
+
 
 def run_classifier(args: argparse.Namespace) -> int:
     """Train a CAM classifier and print its final record as JSON."""

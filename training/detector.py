@@ -101,35 +101,68 @@ def prepare_detector(job: DetectorJob, device: torch.device) -> DetectorSetup:
     train_split = open_detection_split(job.data, job.split, training=True)
     val_split = open_detection_split(job.data, job.val_split, training=False) if job.val_split else None
     config = detector_config(job, train_split.classes)
-    seed_everything(job.train.seed)  # initial weights depend on the seed only
+    model = seeded_model(build_detector, config, job)
+
+    def validate(model: nn.Module) -> dict[str, float]:
+        assert val_split is not None
+        report = evaluate_detector(model, val_split, device, limit=job.val_images)
+        return {"val_ap50": report["coco_ap50"], "val_ap": report["coco_ap"]}
+
+    run_info = {
+        **rcnn_run_info(job, train_split, config, "detector"),
+        "skipped_without_boxes": len(train_split.skipped),
+    }
+    return rcnn_setup(job, train_split, val_split, config, model, save_detector, validate, run_info)
+
+
+def seeded_model(build: Callable[[Any, str | None], nn.Module], config: DetectorConfig, job: DetectorJob) -> nn.Module:
+    """build(config, job.pretrained) with the job's seed set first (initial weights depend on the seed only);
+    WeaksegError for a ValueError of the builder."""
+    seed_everything(job.train.seed)
     try:
-        model = build_detector(config, job.pretrained)
+        return build(config, job.pretrained)
     except ValueError as e:
         raise WeaksegError(str(e)) from e
+
+
+def rcnn_run_info(job: DetectorJob, train_split: DetectionSplit, config: DetectorConfig, kind: str) -> dict[str, Any]:
+    """The run record an R-CNN run is resumed against: kind, data, split, its list file, images and the config."""
+    return {
+        "kind": kind,
+        "data": str(Path(job.data).resolve()),
+        "split": job.split,
+        "split_list": _split_list(train_split),
+        "train_images": len(train_split.ids),
+        "pretrained": job.pretrained,
+        **config.to_dict(),
+    }
+
+
+def rcnn_setup(
+    job: DetectorJob,
+    train_split: DetectionSplit,
+    val_split: DetectionSplit | None,
+    config: DetectorConfig,
+    model: nn.Module,
+    save_checkpoint: Callable[[Path, nn.Module, Any, dict[str, Any]], None],
+    validate: Callable[[nn.Module], dict[str, float]],
+    run_info: dict[str, Any],
+) -> DetectorSetup:
+    """The flip-augmented loader over train_split's targets (boxes, and masks where the split has them), the
+    per-epoch save (save_checkpoint(path, model, config, extra)) and validation callbacks, the head group (all but
+    the backbone body) of an R-CNN run."""
     images = DetectionImages(train_split)
 
     def make_sample(index: int, rng: np.random.Generator) -> dict[str, Any]:
         return {"sample": images.training_sample(train_split.ids[index], rng)}
 
     loader = EpochLoader(len(train_split.ids), make_sample, job.train.batch_size, seed=job.train.seed)
-    run_info: dict[str, Any] = {
-        "kind": "detector",
-        "data": str(Path(job.data).resolve()),
-        "split": job.split,
-        "split_list": _split_list(train_split),
-        "train_images": len(train_split.ids),
-        "skipped_without_boxes": len(train_split.skipped),
-        "pretrained": job.pretrained,
-        **config.to_dict(),
-    }
 
     def save(model: nn.Module, extra: dict[str, Any]) -> None:
-        save_detector(job.out / WEIGHTS_NAME, model, config, {**extra, "train_images": len(train_split.ids)})
+        save_checkpoint(job.out / WEIGHTS_NAME, model, config, {**extra, "train_images": len(train_split.ids)})
 
     def on_epoch_end(model: nn.Module, epoch: int) -> dict[str, float]:
-        assert val_split is not None
-        report = evaluate_detector(model, val_split, device, limit=job.val_images)
-        return {"val_ap50": report["coco_ap50"], "val_ap": report["coco_ap"]}
+        return validate(model)
 
     body = backbone_parameters(model)
     return DetectorSetup(
@@ -148,7 +181,8 @@ def prepare_detector(job: DetectorJob, device: torch.device) -> DetectorSetup:
 def detection_loss(
     device: torch.device,
 ) -> Callable[[nn.Module, dict[str, Any]], tuple[torch.Tensor, dict[str, float]]]:
-    """The engine's loss function: the sum of Faster R-CNN's four losses (RPN and box head, class and box each)."""
+    """The engine's loss function: the sum of the R-CNN's losses (Faster R-CNN's four: RPN and box head, class and
+    box each; Mask R-CNN adds its mask loss)."""
 
     def loss_fn(model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         images = [image.to(device) for image, _ in batch["sample"]]
@@ -170,6 +204,11 @@ def train_detector(job: DetectorJob, device: torch.device, progress: bool = True
             f"{job.split!r} have no (non-difficult) box and are left out: {shown}",
             flush=True,
         )
+    return fit_rcnn(setup, job, device, progress)
+
+
+def fit_rcnn(setup: DetectorSetup, job: DetectorJob, device: torch.device, progress: bool) -> FitResult:
+    """Run the engine over an R-CNN setup: the sum of the model's losses, checkpoints and resume in job.out."""
     return fit(
         setup.model,
         setup.loader,

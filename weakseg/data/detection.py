@@ -86,6 +86,10 @@ class DetectionSplit:
         """Foreground class names."""
         return self.dataset.classes
 
+    def target(self, image_id: str) -> BoxTarget:
+        """The image's targets (here its converted XML boxes; weakseg.data.instances adds masks)."""
+        return box_target(self.dataset, image_id)
+
 
 def open_detection_split(root: str | os.PathLike, split: str | os.PathLike, training: bool) -> DetectionSplit:
     """Open a split and check its annotations (XML parsed, class names known, sizes agreeing with the images);
@@ -152,13 +156,16 @@ class DetectionImages:
     def target(self, image_id: str) -> BoxTarget:
         """The image's boxes, every object included."""
         if image_id not in self._targets:
-            self._targets[image_id] = box_target(self.split.dataset, image_id)
+            self._targets[image_id] = self.split.target(image_id)
         return self._targets[image_id]
 
     def training_sample(self, image_id: str, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(image, training target), horizontally flipped with probability 0.5 (drawn from rng)."""
+        """(image, training target), horizontally flipped with probability 0.5 (drawn from rng); instance masks
+        [N, H, W], when the target has them, flip with the image."""
         image, target = self.image(image_id), self.target(image_id).training()
         if rng.random() < 0.5:
             image = image.flip(-1)
             target = {**target, "boxes": flip_boxes(target["boxes"], image.shape[-1])}
+            if "masks" in target:
+                target["masks"] = target["masks"].flip(-1)
         return image, target

@@ -93,9 +93,6 @@ def _xywh(box: np.ndarray) -> list[float]:
 
 def coco_box_ap(images: Sequence[ImageBoxes], classes: Sequence[str]) -> dict[str, Any]:
     """pycocotools' bbox evaluation: {ap, ap50, ap75, per_class_ap50} (None where no ground truth exists)."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
     gt_anns: list[dict[str, Any]] = []
     dets: list[dict[str, Any]] = []
     for k, im in enumerate(images, 1):
@@ -124,19 +121,7 @@ def coco_box_ap(images: Sequence[ImageBoxes], classes: Sequence[str]) -> dict[st
             "ap75": 0.0,
             "per_class_ap50": {c: (0.0 if i + 1 in has_gt else None) for i, c in enumerate(classes)},
         }
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress; stdout ends with our JSON
-        gt = COCO()
-        gt.dataset = {
-            "images": [{"id": k} for k in range(1, len(images) + 1)],
-            "annotations": gt_anns,
-            "categories": [{"id": i + 1, "name": c} for i, c in enumerate(classes)],
-        }
-        gt.createIndex()
-        evaluation = COCOeval(gt, gt.loadRes(dets), "bbox")
-        evaluation.params.imgIds = list(range(1, len(images) + 1))
-        evaluation.evaluate()
-        evaluation.accumulate()
-        evaluation.summarize()
+    evaluation = run_cocoeval(gt_anns, dets, len(images), classes, "bbox")
     stats = evaluation.stats
     precision = evaluation.eval["precision"]  # [T, R, K, area, maxDets]; -1 where a class has no ground truth
     per_class: dict[str, float | None] = {}
@@ -148,6 +133,43 @@ def coco_box_ap(images: Sequence[ImageBoxes], classes: Sequence[str]) -> dict[st
         return None if v < 0 else float(v)
 
     return {"ap": stat(stats[0]), "ap50": stat(stats[1]), "ap75": stat(stats[2]), "per_class_ap50": per_class}
+
+
+def run_cocoeval(
+    gt_anns: list[dict[str, Any]],
+    dets: list[dict[str, Any]],
+    images: int,
+    classes: Sequence[str],
+    iou_type: str,
+    iou_thresholds: Sequence[float] | None = None,
+    sizes: Sequence[tuple[int, int]] | None = None,
+) -> Any:
+    """pycocotools' COCOeval of `iou_type` ('bbox' or 'segm') evaluated, accumulated and summarized, quietly, over
+    images 1..images and categories 1..len(classes); `iou_thresholds` replaces params.iouThrs (default
+    0.50:0.05:0.95); `sizes` gives each image's (height, width) (segm needs them). dets must not be empty
+    (pycocotools cannot load an empty result list)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress; stdout ends with our JSON
+        gt = COCO()
+        gt.dataset = {
+            "images": [
+                {"id": k, **({"height": sizes[k - 1][0], "width": sizes[k - 1][1]} if sizes else {})}
+                for k in range(1, images + 1)
+            ],
+            "annotations": gt_anns,
+            "categories": [{"id": i + 1, "name": c} for i, c in enumerate(classes)],
+        }
+        gt.createIndex()
+        evaluation = COCOeval(gt, gt.loadRes(dets), iou_type)
+        evaluation.params.imgIds = list(range(1, images + 1))
+        if iou_thresholds is not None:
+            evaluation.params.iouThrs = np.asarray(iou_thresholds, dtype=np.float64)
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    return evaluation
 
 
 def box_ap_report(images: Sequence[ImageBoxes], classes: Sequence[str]) -> dict[str, Any]:

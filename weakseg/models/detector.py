@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -199,14 +200,26 @@ def save_detector(
 def load_detector(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[FasterRCNN, DetectorConfig]:
     """Load a detector (eval mode, no parameter gradients) and its config from a run folder or .safetensors file;
     nothing is unpickled and nothing downloaded (a pretrained backbone's weights are in the checkpoint)."""
+    return load_rcnn(path, device, KIND, DetectorConfig, build_detector_structure)
+
+
+def load_rcnn(
+    path: str | os.PathLike,
+    device: torch.device | str,
+    kind: str,
+    config_type: type[DetectorConfig],
+    structure: Callable[[Any], FasterRCNN],
+) -> tuple[FasterRCNN, DetectorConfig]:
+    """Load an R-CNN checkpoint of `kind` ('detector', or weakseg.models.instance's 'instance'): its config read as
+    config_type, weights loaded strictly into structure(config); eval mode, no parameter gradients."""
     meta = read_metadata(path)
-    if meta["kind"] != KIND:
-        raise CheckpointError(f"{path}: is a {meta['kind']} checkpoint, expected a detector")
+    if meta["kind"] != kind:
+        raise CheckpointError(f"{path}: is a {meta['kind']} checkpoint, expected a {kind} model")
     try:
-        config = DetectorConfig.from_dict(meta["config"])
+        config = config_type.from_dict(meta["config"])
     except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: unusable detector config ({e})") from e
-    model = build_detector_structure(config)
+        raise CheckpointError(f"{path}: unusable {kind} config ({e})") from e
+    model = structure(config)
     load_weights(path, model)
     model.eval().requires_grad_(False)
     return model.to(device), config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,28 @@ def predict_boxes(model: nn.Module, images: list[torch.Tensor], device: torch.de
     return [{k: v.detach().cpu().numpy() for k, v in o.items()} for o in out]
 
 
+def predict_split(
+    model: nn.Module,
+    split: DetectionSplit,
+    device: torch.device,
+    *,
+    batch: int = 8,
+    limit: int | None = None,
+    progress: bool = False,
+) -> Iterator[tuple[str, dict[str, np.ndarray], DetectionImages]]:
+    """(image id, predict_boxes' output, the image cache) for the split's first `limit` images, `batch` at a time."""
+    cache = DetectionImages(split)
+    ids = split.ids[:limit] if limit is not None else split.ids
+    bar = tqdm(total=len(ids), desc="detect", unit="img", disable=not progress, leave=False)
+    for i in range(0, len(ids), batch):
+        chunk = ids[i : i + batch]
+        predictions = predict_boxes(model, [cache.image(j) for j in chunk], device)
+        for image_id, pred in zip(chunk, predictions, strict=True):
+            yield image_id, pred, cache
+        bar.update(len(chunk))
+    bar.close()
+
+
 def evaluate_detector(
     model: nn.Module,
     split: DetectionSplit,
@@ -33,25 +56,17 @@ def evaluate_detector(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Box AP of the model on the split's images (difficult objects ignored, as VOC does); see box_ap_report."""
-    cache = DetectionImages(split)
-    ids = split.ids[:limit] if limit is not None else split.ids
     scored: list[ImageBoxes] = []
-    bar = tqdm(total=len(ids), desc="detect", unit="img", disable=not progress, leave=False)
-    for i in range(0, len(ids), batch):
-        chunk = ids[i : i + batch]
-        predictions = predict_boxes(model, [cache.image(j) for j in chunk], device)
-        for image_id, pred in zip(chunk, predictions, strict=True):
-            target = cache.target(image_id)
-            scored.append(
-                ImageBoxes(
-                    target.boxes.numpy(),
-                    target.labels.numpy(),
-                    target.difficult.numpy(),
-                    pred["boxes"],
-                    pred["labels"],
-                    pred["scores"],
-                )
+    for image_id, pred, cache in predict_split(model, split, device, batch=batch, limit=limit, progress=progress):
+        target = cache.target(image_id)
+        scored.append(
+            ImageBoxes(
+                target.boxes.numpy(),
+                target.labels.numpy(),
+                target.difficult.numpy(),
+                pred["boxes"],
+                pred["labels"],
+                pred["scores"],
             )
-        bar.update(len(chunk))
-    bar.close()
+        )
     return box_ap_report(scored, split.classes)
