@@ -68,6 +68,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     register_detector_eval(esub)
 
+    from cli.instance_cmd import register_eval as register_instance_eval  # eval instance: cli/instance_cmd.py
+
+    register_instance_eval(esub)
+
 
 def folder_dataset(folder: Path, data: Path | None, split: str | None):
     """The dataset a label folder is scored against: --data and --split, else what its manifest.json records."""
