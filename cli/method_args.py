@@ -17,9 +17,12 @@ def _flag(method: str, field: str) -> str:
     return f"--{method}-{field.replace('_', '-')}"
 
 
-def add_method_options(p: argparse.ArgumentParser, default: str = "cam") -> None:
-    """Add --method, the multi-scale options and every method's hyper-parameters."""
-    p.add_argument("--method", default=default, choices=sorted(METHODS), help="attribution method")
+def add_method_options(p: argparse.ArgumentParser, default: str = "cam", extra_methods: tuple[str, ...] = ()) -> None:
+    """Add --method, the multi-scale options and every method's hyper-parameters; `extra_methods` are more --method
+    choices whose options the caller adds (the box methods of `weakseg pseudo`)."""
+    p.add_argument(
+        "--method", default=default, choices=sorted(METHODS) + list(extra_methods), help="attribution method"
+    )
     p.add_argument(
         "--scales",
         type=float,
@@ -31,30 +34,42 @@ def add_method_options(p: argparse.ArgumentParser, default: str = "cam") -> None
     for name, cls in sorted(METHODS.items()):
         if not dataclasses.is_dataclass(cls):
             raise TypeError(f"attribution method {name} is not a dataclass; its fields are its options")
-        fields = [f for f in dataclasses.fields(cls) if f.init]
-        if not fields:
+        if any(f.init for f in dataclasses.fields(cls)):
+            add_field_options(p.add_argument_group(f"{name} hyper-parameters"), name, cls)
+
+
+def add_field_options(group, prefix: str, cls: type, scalar_only: bool = False) -> None:
+    """`--PREFIX-FIELD` (dest PREFIX__FIELD) for every init field of dataclass `cls`: default and help from the
+    field (metadata "help", "parse", "metavar", "choices"); `scalar_only` leaves out fields that are neither
+    bool/int/float/str nor parsed by their metadata (nested configs, plain tuples)."""
+    for f in dataclasses.fields(cls):
+        if not f.init:
             continue
-        group = p.add_argument_group(f"{name} hyper-parameters")
-        for f in fields:
-            default_value = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
-            kwargs = {"default": default_value, "help": f.metadata.get("help", f.name.replace("_", " "))}
-            if isinstance(default_value, bool):
-                kwargs["type"] = parse_bool
-                kwargs["metavar"] = "BOOL"
-            elif isinstance(default_value, (int, float, str)):
-                kwargs["type"] = type(default_value)
-            if "parse" in f.metadata:  # a field with its own parser (e.g. a number or a keyword)
-                kwargs["type"] = f.metadata["parse"]
-                kwargs["metavar"] = f.metadata.get("metavar", f.name.upper())
-            if "choices" in f.metadata:
-                kwargs["choices"] = f.metadata["choices"]
-            group.add_argument(_flag(name, f.name), dest=f"{name}__{f.name}", **kwargs)
+        default_value = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+        if scalar_only and "parse" not in f.metadata and not isinstance(default_value, (bool, int, float, str)):
+            continue
+        kwargs = {"default": default_value, "help": f.metadata.get("help", f.name.replace("_", " "))}
+        if isinstance(default_value, bool):
+            kwargs["type"] = parse_bool
+            kwargs["metavar"] = "BOOL"
+        elif isinstance(default_value, (int, float, str)):
+            kwargs["type"] = type(default_value)
+        if "parse" in f.metadata:  # a field with its own parser (e.g. a number or a keyword)
+            kwargs["type"] = f.metadata["parse"]
+            kwargs["metavar"] = f.metadata.get("metavar", f.name.upper())
+        if "choices" in f.metadata:
+            kwargs["choices"] = f.metadata["choices"]
+        group.add_argument(_flag(prefix, f.name), dest=f"{prefix}__{f.name}", **kwargs)
+
+
+def fields_from_args(args: argparse.Namespace, prefix: str) -> dict:
+    """The values of the `add_field_options(..., prefix, ...)` flags, by field name."""
+    return {k.split("__", 1)[1]: v for k, v in vars(args).items() if k.startswith(f"{prefix}__")}
 
 
 def method_from_args(args: argparse.Namespace) -> AttributionMethod:
     """Build the selected method with its hyper-parameters from parsed args."""
-    params = {k.split("__", 1)[1]: v for k, v in vars(args).items() if k.startswith(f"{args.method}__")}
-    return build_method(args.method, **params)
+    return build_method(args.method, **fields_from_args(args, args.method))
 
 
 def multiscale_from_args(args: argparse.Namespace) -> MultiScale:

@@ -7,8 +7,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cli.box_pseudo_cmd import add_box_options, check_no_box_args, run_box
 from cli.common import add_device, add_parser
 from cli.method_args import add_method_options, method_from_args, multiscale_from_args
+from weakseg.box_pseudo import BOX_METHODS
 from weakseg.device import resolve_device, set_threads
 from weakseg.errors import WeaksegError
 
@@ -88,7 +90,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "status 1 if any image failed (see <out>/failures.jsonl).",
     )
     p.add_argument(
-        "--model", required=True, help="classifier run folder or .safetensors file (on a cluster: a shared path)"
+        "--model",
+        default=None,
+        help="classifier run folder or .safetensors file (on a cluster: a shared path); the class-label methods "
+        "need it (the box methods take --detector)",
     )
     p.add_argument("--data", required=True, help="VOC2012-layout dataset folder (on a cluster: a shared path)")
     p.add_argument("--split", default="train", help="split name or list file")
@@ -100,9 +105,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--labels", default="auto", help="image-level label source: xml, auto or a cls_labels.npy path")
     add_job_options(p, "only the first N images of the split")
-    add_method_options(p)
+    add_method_options(p, extra_methods=BOX_METHODS)
     add_label_options(p)
     add_refine_stage_options(p)
+    add_box_options(p)  # after the class-label options, whose defaults it records (cli/box_pseudo_cmd.py)
     add_device(p)
     add_execution_options(p)
     p.set_defaults(func=run)
@@ -179,6 +185,11 @@ def execute(job: ImageJob, args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     """Run the pseudo-label job and print its summary JSON; exit 1 if any image failed."""
+    if args.method in BOX_METHODS:
+        return run_box(args)
+    check_no_box_args(args)
+    if args.model is None:
+        raise WeaksegError(f"--method {args.method} needs --model (a classifier run folder or .safetensors)")
     from batch.pseudo_job import PseudoJob
     from batch.store import is_object_store_uri
     from cli.refine_args import check_unused_settings, refine_spec_from_args

@@ -35,7 +35,8 @@ EXPECTED_OPTIONS: dict[str, tuple[str, ...]] = {
                "--retries", "--fg-thresh", "--bg-thresh", "--device", "--gradcam-target-layer", "--advcam-steps",
                "--advcam-xi", "--advcam-lam", "--advcam-tau", "--advcam-variant", "--rib-steps", "--rib-lr",
                "--rib-batch", "--rib-margin", "--rib-tau", "--rib-data", "--fickle-samples", "--refine", "--irn",
-               "--irn-beta", "--par-num-iter", "--workers", "--address"),
+               "--irn-beta", "--par-num-iter", "--workers", "--address", "--detector", "--difficult", "--skip-bad",
+               "--bbam-iterations", "--bbam-proposals", "--bbam-iou-cascade", "--mask-th-fg", "--grabcut-iterations"),
     "refine irn": ("--maps", "--out", "--data", "--irn", "--irn-beta", "--irn-exp-times", "--irn-radius",
                    "--irn-bg-thresh", "--limit", "--retries", "--max-consecutive-failures", "--device", "--workers",
                    "--address"),
@@ -70,7 +71,11 @@ DOCUMENTED_DEFAULTS: dict[str, dict[str, str | float | re.Pattern]] = {
     "pseudo": {"--split": "train", "--method": "cam", "--fg-thresh": 0.30, "--bg-thresh": 0.05,
                "--scales": "[1.0, 0.5, 1.5, 2.0]", "--gradcam-target-layer": "layer3", "--advcam-steps": 27,
                "--advcam-xi": 0.008, "--advcam-lam": 7, "--advcam-tau": 0.5, "--rib-steps": 10, "--rib-lr": 8e-6,
-               "--rib-batch": 20, "--rib-margin": 600, "--rib-tau": 0.4, "--fickle-samples": 200},
+               "--rib-batch": 20, "--rib-margin": 600, "--rib-tau": 0.4, "--fickle-samples": 200,
+               # BBAM (the authors' 300 Adam steps, 1000 proposals, lambda 0.007, the IoU cascade) and its masks
+               "--bbam-iterations": 300, "--bbam-proposals": 1000, "--bbam-lam": 0.007,
+               "--bbam-iou-cascade": "(0.9, 0.85, 0.8)", "--mask-th-fg": 0.85, "--mask-th-loose": 0.2,
+               "--difficult": "ignore"},
     # the refiners: IRN's walk (beta 10, 2^8 steps, radius 5, background 0.25) and PAR (AFA/ToCo), in-process default
     "refine irn": {"--irn-beta": 10, "--irn-exp-times": 8, "--irn-radius": 5, "--irn-bg-thresh": 0.25, "--workers": 0},
     "refine par": {"--par-dilations": "[1, 2, 4, 8, 12, 24]", "--par-num-iter": 10, "--par-w1": 0.3, "--par-w2": 0.01,
@@ -145,7 +150,7 @@ def test_each_subcommand_help_names_its_real_options(command: str, capsys) -> No
     entries = help_entries(text)
     for option in EXPECTED_OPTIONS[command]:
         assert option in entries, (command, option)
-        assert re.search(rf"[\[ ]{re.escape(option)}[\] =]", text.split("\n\n")[0] + " "), (command, option)  # usage
+        assert re.search(rf"[\[ ]{re.escape(option)}[\]\s=]", text.split("\n\n")[0] + " "), (command, option)  # usage
     parser = leaf_commands(build_parser())[command]
     accepted = {s for a in parser._actions for s in a.option_strings}  # noqa: SLF001
     assert set(entries) == accepted, (command, sorted(set(entries) ^ accepted))  # none hidden, none invented
