@@ -223,7 +223,7 @@ def main() -> None:
         row: dict[str, Any] = {
             **facts,
             "dense_matrices_gib": round(need / GIB, 3),
-            "sparse_weights_mib": round(len(neighbour_offsets()) * h * w * 4 / 2**20, 2),
+            "sparse_weights_mib": round(len(neighbour_offsets()) * h * w * 8 / 2**20, 2),  # float64 inside
         }
         print(f"{px} px: {h}x{w} nodes, {len(facts['classes'])} classes; sparse walk ...", flush=True)
         row["sparse"] = run_child("sparse", inputs_path, work / f"sparse_{px}.npy", args)
