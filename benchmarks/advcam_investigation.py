@@ -297,7 +297,7 @@ def step_maps(traj: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.n
 def part_steps(args, model, dataset: VOCDataset, device, cache: Path) -> dict:
     cfg = synth_config(args.data)
     ids = dataset.ids[: args.step_images]
-    variants = {"text": AdvCAM(steps=args.advcam_steps), "code": AdvCAM(steps=args.advcam_steps, variant="code"),
+    variants = {"text": AdvCAM(steps=args.advcam_steps, restrict_scale="max"), "code": AdvCAM(steps=args.advcam_steps, variant="code"),
                 "text_nomask": AdvCAM(steps=args.advcam_steps, restrict=False),
                 # the text's restricting term in the logit's units (restrict_scale="logit", issue 13 item 5)
                 "text_logit": AdvCAM(steps=args.advcam_steps, restrict_scale="logit")}
@@ -447,7 +447,7 @@ def part_seeds(args, dataset: VOCDataset, ids_path: Path, device, cache: Path) -
     from weakseg.models.classifier_io import load_classifier
 
     multiscale = MultiScale(scales=(1.0,), flip=True)
-    methods = {"cam": CAM(), "advcam": AdvCAM(steps=args.advcam_steps),
+    methods = {"cam": CAM(), "advcam": AdvCAM(steps=args.advcam_steps, restrict_scale="max"),  # Eq. 3.6 as printed
                "advcam-code": AdvCAM(steps=args.advcam_steps, variant="code"),
                # diagnostic: the code variant with its restricting term at the text's strength (1 / max raw CAM,
                # about 1/80 for runs/clf) instead of 5e-4, i.e. the mask actually holding the discriminative cells

@@ -33,6 +33,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=4,
         help="classifier epochs (the trainer's default of 12 gives better maps; 4 fits the 10-minute budget)",
     )
+    p.add_argument(
+        "--arch",
+        default="resnet18",
+        help="classifier backbone: resnet18|resnet50|resnet101|efficientnet-lite0|lite1|lite2 (see train classifier)",
+    )
+    p.add_argument(
+        "--pretrained",
+        default=None,
+        type=lambda s: None if s == "none" else s,
+        help="backbone init, as `train classifier --pretrained` (e.g. efficientnet-lite0 with --arch "
+        "efficientnet-lite0); default none: from scratch, which gives the better maps on the synthetic benchmark "
+        "(README: demo with pretrained weights)",
+    )
     p.add_argument("--eval-images", type=int, default=60, help="train images that get maps and seed evaluation")
     p.add_argument("--methods", nargs="+", default=["cam", "gradcam"], help="attribution methods to compare")
     p.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.5, 1.5], help="inference scales for the maps")
@@ -52,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         seed=args.seed,
         epochs=args.epochs,
+        arch=args.arch,
+        pretrained=args.pretrained,
         eval_images=args.eval_images,
         methods=tuple(args.methods),
         scales=tuple(args.scales),

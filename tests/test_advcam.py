@@ -44,7 +44,7 @@ def _by_hand_step(model, z, c, cam0, lam, tau, xi, suppress=True, restrict=True)
 
 
 def test_two_steps_equal_eqs_3_5_and_3_6_by_hand(model, image):
-    cfg = AdvCAM(steps=2, xi=0.5, lam=7.0, tau=0.3)
+    cfg = AdvCAM(steps=2, xi=0.5, lam=7.0, tau=0.3, restrict_scale="max")  # Eq. 3.6 as printed (not the default)
     rows = torch.stack([image, image.flip(-1)])
     targets = torch.tensor([1, 3])
     mean, std = input_normalization(model, rows)

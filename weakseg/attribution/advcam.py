@@ -58,7 +58,7 @@ class AdvCAM(AttributionMethod):
     suppress_others: bool = field(default=True, metadata={"help": "subtract the logits of all other classes (Eq. 3.6)"})
     restrict: bool = field(default=True, metadata={"help": "apply the restricting-mask regulariser (Eq. 3.6)"})
     restrict_scale: str = field(
-        default="max",
+        default="logit",
         metadata={
             "help": "text variant: units of the restricting term. max: the sum over M of the max-normalised maps "
             "(Eq. 3.6 with Eq. 2.1's CAM); logit: its mean over all cells in raw-CAM units, the units of the GAP "
