@@ -1,4 +1,4 @@
-"""`weakseg client segment|explain|overlay|models`: call a weakseg server from the command line."""
+"""`weakseg client segment|explain|overlay|detect|models`: call a weakseg server from the command line."""
 
 from __future__ import annotations
 
@@ -42,17 +42,44 @@ def _explain_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--advcam-steps", type=int, default=0, help="AdvCAM steps (0 = the server's default)")
 
 
+def _box(text: str) -> tuple[float, float, float, float, int]:
+    """X1,Y1,X2,Y2,CLASS -> a box in pixel-edge coordinates and its class id."""
+    parts = text.split(",")
+    try:
+        if len(parts) != 5:
+            raise ValueError
+        x1, y1, x2, y2 = (float(v) for v in parts[:4])
+        return x1, y1, x2, y2, int(parts[4])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected X1,Y1,X2,Y2,CLASS (class id 1..C), got {text!r}") from None
+
+
+def _bbam_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--box",
+        type=_box,
+        action="append",
+        default=[],
+        metavar="X1,Y1,X2,Y2,CLASS",
+        help="method bbam (detectors): a box in pixel-edge coordinates and its class id; repeat for more boxes",
+    )
+    p.add_argument("--bbam-iterations", type=int, default=0, help="BBAM Adam steps (0 = the server's default)")
+    p.add_argument("--bbam-proposals", type=int, default=0, help="BBAM proposals per box (0 = the server's default)")
+    p.add_argument("--bbam-seed", type=int, default=0, help="seed of BBAM's proposal jitter")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `client` and its calls."""
-    client = add_parser(sub, "client", "call a weakseg server (segment, explain, overlay, models)")
+    client = add_parser(sub, "client", "call a weakseg server (segment, explain, overlay, detect, models)")
     csub = client.add_subparsers(dest="call", metavar="CALL")
     csub.required = True
     p = add_parser(csub, "segment", "label mask of an image (palette PNG) and the classes present")
     _image_options(p, "segmenter name")
     p.set_defaults(func=run_segment)
-    p = add_parser(csub, "explain", "attribution maps of an image (greyscale PNG per class, 255 = peak)")
-    _image_options(p, "classifier name")
+    p = add_parser(csub, "explain", "attribution maps of an image (greyscale PNG per class or box, 255 = peak)")
+    _image_options(p, "classifier name (detector or instance segmenter: --method bbam with --box)")
     _explain_options(p)
+    _bbam_options(p)
     p.set_defaults(func=run_explain)
     p = add_parser(csub, "overlay", "attribution heat-map overlay (classifier) or mask overlay (segmenter) as PNG")
     _image_options(p, "classifier (attribution) or segmenter (mask) name")
@@ -61,6 +88,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--colormap", default="jet", help="matplotlib colormap of attribution overlays")
     p.add_argument("--opacity", type=float, default=0.5, help="overlay opacity in [0, 1]")
     p.set_defaults(func=run_overlay)
+    p = add_parser(
+        csub, "detect", "boxes, classes and scores from a detector (+ a mask PNG per detection from a Mask R-CNN)"
+    )
+    p.add_argument("image", type=Path, help="PNG or JPEG file")
+    p.add_argument("--model", required=True, help="detector or instance segmenter name")
+    p.add_argument("--model-version", default="", help="model version (default: the loaded one)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="instance segmenters: write each detection's mask as <out>_<i>_<label>.png (1 = instance; "
+        "default: masks are not requested)",
+    )
+    p.add_argument("--min-score", type=float, default=0.0, help="leave out detections scoring below this")
+    p.add_argument("--max-detections", type=int, default=0, help="keep at most this many (0 = all)")
+    p.add_argument("--mask-threshold", type=float, default=0.5, help="mask probability above which a pixel is on")
+    p.set_defaults(func=run_detect)
     p = add_parser(csub, "models", "list the server's models with their kind, labels and inputs")
     p.set_defaults(func=run_models)
     for parser in csub.choices.values():
@@ -172,11 +216,16 @@ def run_explain(args: argparse.Namespace) -> int:
             image=_image(args),
             method=args.method,
             target_classes=args.classes,
-            top_k=args.top_k,
+            top_k=0 if args.method == "bbam" else args.top_k,
             advcam_steps=args.advcam_steps,
+            boxes=[pb.BoxTarget(box=pb.Box(x1=x1, y1=y1, x2=x2, y2=y2), class_id=c) for x1, y1, x2, y2, c in args.box],
+            bbam_iterations=args.bbam_iterations,
+            bbam_proposals=args.bbam_proposals,
+            bbam_seed=args.bbam_seed,
         ),
     )
-    paths = _outputs(args.out, [m.label for m in r.maps])
+    by_box = r.method == "bbam"
+    paths = _outputs(args.out, [f"{i}_{m.label}" if by_box else m.label for i, m in enumerate(r.maps)])
     for m, path in zip(r.maps, paths, strict=True):
         atomic_write_bytes(path, encode_png(np.frombuffer(m.data, np.uint8).reshape(r.height, r.width)))
     print(
@@ -186,6 +235,15 @@ def run_explain(args: argparse.Namespace) -> int:
                 "method": r.method,
                 "maps": [
                     {"class_id": m.class_id, "label": m.label, "score": round(m.score, 5), "out": str(p)}
+                    | (
+                        {
+                            "box": [m.box.box.x1, m.box.box.y1, m.box.box.x2, m.box.box.y2],
+                            "positives": m.positives,
+                            "iou_threshold": round(m.iou_threshold, 5),
+                        }
+                        if by_box
+                        else {}
+                    )
                     for m, p in zip(r.maps, paths, strict=True)
                 ],
             }
@@ -231,6 +289,43 @@ def run_overlay(args: argparse.Namespace) -> int:
             }
         )
     )
+    return 0
+
+
+def run_detect(args: argparse.Namespace) -> int:
+    """Detect objects; write each detection's mask PNG (instance segmenters, with --out); print them as JSON."""
+    from serving.api import segmentation_pb2 as pb
+    from weakseg.io import atomic_write_bytes
+
+    r = _call(
+        args,
+        "Detect",
+        pb.DetectRequest(
+            request_id=args.request_id,
+            model=args.model,
+            model_version=args.model_version,
+            image=_image(args),
+            min_score=args.min_score,
+            max_detections=args.max_detections,
+            mask_format=pb.MASK_FORMAT_PNG,
+            mask_threshold=args.mask_threshold,
+            boxes_only=args.out is None,
+        ),
+    )
+    detections = []
+    for i, d in enumerate(r.detections):
+        entry = {
+            "class_id": d.class_id,
+            "label": d.label,
+            "score": round(d.score, 5),
+            "box": [round(v, 3) for v in (d.box.x1, d.box.y1, d.box.x2, d.box.y2)],
+        }
+        if r.has_masks and args.out is not None:
+            path = args.out.with_name(f"{args.out.stem}_{i}_{d.label}{args.out.suffix or '.png'}")
+            atomic_write_bytes(path, d.mask_png)
+            entry |= {"mask_pixels": d.mask_pixels, "out": str(path)}
+        detections.append(entry)
+    print(json.dumps({**_header(r), "height": r.height, "width": r.width, "detections": detections}))
     return 0
 
 

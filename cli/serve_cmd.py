@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         sub,
         "serve",
         "serve exported models over gRPC (weakseg.v1 API and the KServe v2 / Triton protocol)",
-        description="One port carries weakseg.v1.SegmentationService (Segment, Explain, Overlay, ListModels),\n"
+        description="One port carries weakseg.v1.SegmentationService (Segment, Explain, Overlay, Detect,\n"
+        "ListModels, GetModelMetadata),\n"
         "inference.GRPCInferenceService (KServe v2, so tritonclient works), grpc.health.v1 and\n"
         "server reflection. Health is SERVING once every model is loaded and warmed up.\n"
         "SIGTERM/SIGINT: health goes NOT_SERVING, in-flight requests finish (--grace-s).",
@@ -62,8 +63,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-advcam-steps", type=int, default=27, help="per-request limit of AdvCAM steps (embedded)")
     p.add_argument(
-        "--max-gradient-pixels", type=int, default=512 * 512, help="largest image for Grad-CAM/AdvCAM (embedded)"
+        "--max-gradient-pixels",
+        type=int,
+        default=512 * 512,
+        help="largest image for Grad-CAM/AdvCAM/BBAM (embedded)",
     )
+    p.add_argument(
+        "--max-bbam-iterations",
+        type=int,
+        default=300,
+        help="per-request limit of BBAM Adam steps (embedded; requests default to min(100, this))",
+    )
+    p.add_argument(
+        "--max-bbam-proposals", type=int, default=1000, help="per-request limit of BBAM proposals per box (embedded)"
+    )
+    p.add_argument("--max-bbam-boxes", type=int, default=8, help="per-request limit of BBAM boxes (embedded)")
     p.add_argument(
         "--api-key-file",
         type=Path,
@@ -141,6 +155,11 @@ def server_config(args: argparse.Namespace):
         max_advcam_steps=args.max_advcam_steps,
         default_advcam_steps=min(27, args.max_advcam_steps),
         device="cuda" if args.device == "cuda" else "cpu",
+        max_bbam_iterations=args.max_bbam_iterations,
+        default_bbam_iterations=min(100, args.max_bbam_iterations),
+        max_bbam_proposals=args.max_bbam_proposals,
+        default_bbam_proposals=args.max_bbam_proposals,
+        max_bbam_boxes=args.max_bbam_boxes,
     )
     side = args.max_image_side
     return ServerConfig(

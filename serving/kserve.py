@@ -169,6 +169,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         for array in inputs.values():
             if array.ndim == 4 and array.shape[-1] == 3:  # NHWC images: the same size limits as the domain API
                 self.limits.check(array.shape[1], array.shape[2])
+            elif array.ndim == 3 and array.shape[-1] == 3 and not info.batched:  # one HWC image (detectors)
+                self.limits.check(array.shape[0], array.shape[1])
         wanted = [o.name for o in request.outputs] or [t.name for t in info.outputs]
         outputs = self.backend.infer(
             info.name, inputs, wanted, version=request.model_version, timeout=time_left(context)

@@ -52,10 +52,11 @@ EXPECTED_OPTIONS: dict[str, tuple[str, ...]] = {
     "predict": ("--model", "--images", "--out", "--device"),
     "ood mine": ("--model", "--pool", "--out", "--threshold"),
     "ood review": ("--candidates", "--oracle", "--accept-all"),
-    "serve": ("--repo", "--backend", "--port", "--device"),
+    "serve": ("--repo", "--backend", "--port", "--device", "--max-bbam-iterations", "--max-bbam-proposals"),
     "client segment": ("--model", "--out", "--server"),
-    "client explain": ("--model", "--out", "--method", "--server"),
+    "client explain": ("--model", "--out", "--method", "--box", "--bbam-iterations", "--bbam-proposals", "--server"),
     "client overlay": ("--model", "--out", "--method", "--server"),
+    "client detect": ("--model", "--out", "--min-score", "--max-detections", "--mask-threshold", "--server"),
     "client models": ("--server",),
 }
 

@@ -144,7 +144,7 @@ def test_existing_versions_bad_names_and_bad_checkpoints_refuse_cleanly(exported
     from weakseg.models.checkpoint import save_weights
 
     unknown = tmp_path / "other.safetensors"
-    save_weights(unknown, torch.nn.Linear(2, 2), "detector", {})
+    save_weights(unknown, torch.nn.Linear(2, 2), "irn", {})  # a kind export does not take
     with pytest.raises(Exception, match="cannot be exported"):
         export_model(unknown, tmp_path / "repo", "x", ExportOptions())
     assert not (tmp_path / "repo").exists()

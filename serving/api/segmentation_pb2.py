@@ -24,19 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dweakseg/v1/segmentation.proto\x12\nweakseg.v1\"I\n\x08RawImage\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12\x10\n\x08\x63hannels\x18\x04 \x01(\r\"I\n\x05Image\x12\x11\n\x07\x65ncoded\x18\x01 \x01(\x0cH\x00\x12#\n\x03raw\x18\x02 \x01(\x0b\x32\x14.weakseg.v1.RawImageH\x00\x42\x08\n\x06source\"[\n\x0eResponseHeader\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\"\x99\x01\n\x0eSegmentRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12 \n\x05image\x18\x04 \x01(\x0b\x32\x11.weakseg.v1.Image\x12+\n\x0bmask_format\x18\x05 \x01(\x0e\x32\x16.weakseg.v1.MaskFormat\"S\n\tClassStat\x12\x10\n\x08\x63lass_id\x18\x01 \x01(\x05\x12\r\n\x05label\x18\x02 \x01(\t\x12\x16\n\x0epixel_fraction\x18\x03 \x01(\x02\x12\r\n\x05score\x18\x04 \x01(\x02\"\xcf\x01\n\x0fSegmentResponse\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.weakseg.v1.ResponseHeader\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12\x10\n\x08mask_png\x18\x04 \x01(\x0c\x12\x10\n\x08mask_raw\x18\x05 \x01(\x0c\x12&\n\x07present\x18\x06 \x03(\x0b\x32\x15.weakseg.v1.ClassStat\x12%\n\x06scores\x18\x07 \x03(\x0b\x32\x15.weakseg.v1.ClassStat\"\xe4\x01\n\x0e\x45xplainRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12 \n\x05image\x18\x04 \x01(\x0b\x32\x11.weakseg.v1.Image\x12\x0e\n\x06method\x18\x05 \x01(\t\x12\x16\n\x0etarget_classes\x18\x06 \x03(\x05\x12\r\n\x05top_k\x18\x07 \x01(\r\x12)\n\nmap_format\x18\x08 \x01(\x0e\x32\x15.weakseg.v1.MapFormat\x12\x14\n\x0c\x61\x64vcam_steps\x18\t \x01(\r\"N\n\x0e\x41ttributionMap\x12\x10\n\x08\x63lass_id\x18\x01 \x01(\x05\x12\r\n\x05label\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\xc1\x01\n\x0f\x45xplainResponse\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.weakseg.v1.ResponseHeader\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0e\n\x06height\x18\x03 \x01(\r\x12\r\n\x05width\x18\x04 \x01(\r\x12)\n\nmap_format\x18\x05 \x01(\x0e\x32\x15.weakseg.v1.MapFormat\x12(\n\x04maps\x18\x06 \x03(\x0b\x32\x1a.weakseg.v1.AttributionMap\"\x94\x02\n\x0eOverlayRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12 \n\x05image\x18\x04 \x01(\x0b\x32\x11.weakseg.v1.Image\x12%\n\x04kind\x18\x05 \x01(\x0e\x32\x17.weakseg.v1.OverlayKind\x12\x0e\n\x06method\x18\x06 \x01(\t\x12\x16\n\x0etarget_classes\x18\x07 \x03(\x05\x12\r\n\x05top_k\x18\x08 \x01(\r\x12\x10\n\x08\x63olormap\x18\t \x01(\t\x12\x14\n\x07opacity\x18\n \x01(\x02H\x00\x88\x01\x01\x12\x14\n\x0c\x61\x64vcam_steps\x18\x0b \x01(\rB\n\n\x08_opacity\"?\n\x0fRenderedOverlay\x12\x10\n\x08\x63lass_id\x18\x01 \x01(\x05\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0b\n\x03png\x18\x03 \x01(\x0c\"\x8b\x01\n\x0fOverlayResponse\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.weakseg.v1.ResponseHeader\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12-\n\x08overlays\x18\x04 \x03(\x0b\x32\x1b.weakseg.v1.RenderedOverlay\";\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\xd8\x01\n\rModelMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0e\n\x06labels\x18\x04 \x03(\t\x12&\n\x06inputs\x18\x05 \x03(\x0b\x32\x16.weakseg.v1.TensorSpec\x12\'\n\x07outputs\x18\x06 \x03(\x0b\x32\x16.weakseg.v1.TensorSpec\x12\x16\n\x0emax_batch_size\x18\x07 \x01(\r\x12\x10\n\x08platform\x18\x08 \x01(\t\x12\x0f\n\x07methods\x18\t \x03(\t\"\'\n\x11ListModelsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"d\n\x12ListModelsResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12)\n\x06models\x18\x03 \x03(\x0b\x32\x19.weakseg.v1.ModelMetadata\"P\n\x14ModelMetadataRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"p\n\x15ModelMetadataResponse\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.weakseg.v1.ResponseHeader\x12+\n\x08metadata\x18\x02 \x01(\x0b\x32\x19.weakseg.v1.ModelMetadata*S\n\nMaskFormat\x12\x13\n\x0fMASK_FORMAT_PNG\x10\x00\x12\x13\n\x0fMASK_FORMAT_RAW\x10\x01\x12\x1b\n\x17MASK_FORMAT_PNG_AND_RAW\x10\x02*9\n\tMapFormat\x12\x14\n\x10MAP_FORMAT_UINT8\x10\x00\x12\x16\n\x12MAP_FORMAT_FLOAT16\x10\x01*B\n\x0bOverlayKind\x12\x1c\n\x18OVERLAY_KIND_ATTRIBUTION\x10\x00\x12\x15\n\x11OVERLAY_KIND_MASK\x10\x01\x32\x87\x03\n\x13SegmentationService\x12\x42\n\x07Segment\x12\x1a.weakseg.v1.SegmentRequest\x1a\x1b.weakseg.v1.SegmentResponse\x12\x42\n\x07\x45xplain\x12\x1a.weakseg.v1.ExplainRequest\x1a\x1b.weakseg.v1.ExplainResponse\x12\x42\n\x07Overlay\x12\x1a.weakseg.v1.OverlayRequest\x1a\x1b.weakseg.v1.OverlayResponse\x12K\n\nListModels\x12\x1d.weakseg.v1.ListModelsRequest\x1a\x1e.weakseg.v1.ListModelsResponse\x12W\n\x10GetModelMetadata\x12 .weakseg.v1.ModelMetadataRequest\x1a!.weakseg.v1.ModelMetadataResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dweakseg/v1/segmentation.proto\x12\nweakseg.v1\"I\n\x08RawImage\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12\x10\n\x08\x63hannels\x18\x04 \x01(\r\"I\n\x05Image\x12\x11\n\x07\x65ncoded\x18\x01 \x01(\x0cH\x00\x12#\n\x03raw\x18\x02 \x01(\x0b\x32\x14.weakseg.v1.RawImageH\x00\x42\x08\n\x06source\"[\n\x0eResponseHeader\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\"\x99\x01\n\x0eSegmentRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12 \n\x05image\x18\x04 \x01(\x0b\x32\x11.weakseg.v1.Image\x12+\n\x0bmask_format\x18\x05 \x01(\x0e\x32\x16.weakseg.v1.MaskFormat\"S\n\tClassStat\x12\x10\n\x08\x63lass_id\x18\x01 \x01(\x05\x12\r\n\x05label\x18\x02 \x01(\t\x12\x16\n\x0epixel_fraction\x18\x03 \x01(\x02\x12\r\n\x05score\x18\x04 \x01(\x02\"\xcf\x01\n\x0fSegmentResponse\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.weakseg.v1.ResponseHeader\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12\x10\n\x08mask_png\x18\x04 \x01(\x0c\x12\x10\n\x08mask_raw\x18\x05 \x01(\x0c\x12&\n\x07present\x18\x06 \x03(\x0b\x32\x15.weakseg.v1.ClassStat\x12%\n\x06scores\x18\x07 \x03(\x0b\x32\x15.weakseg.v1.ClassStat\"5\n\x03\x42ox\x12\n\n\x02x1\x18\x01 \x01(\x02\x12\n\n\x02y1\x18\x02 \x01(\x02\x12\n\n\x02x2\x18\x03 \x01(\x02\x12\n\n\x02y2\x18\x04 \x01(\x02\";\n\tBoxTarget\x12\x1c\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x0f.weakseg.v1.Box\x12\x10\n\x08\x63lass_id\x18\x02 \x01(\x05\"\xce\x02\n\x0e\x45xplainRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12 \n\x05image\x18\x04 \x01(\x0b\x32\x11.weakseg.v1.Image\x12\x0e\n\x06method\x18\x05 \x01(\t\x12\x16\n\x0etarget_classes\x18\x06 \x03(\x05\x12\r\n\x05top_k\x18\x07 \x01(\r\x12)\n\nmap_format\x18\x08 \x01(\x0e\x32\x15.weakseg.v1.MapFormat\x12\x14\n\x0c\x61\x64vcam_steps\x18\t \x01(\r\x12$\n\x05\x62oxes\x18\n \x03(\x0b\x32\x15.weakseg.v1.BoxTarget\x12\x17\n\x0f\x62\x62\x61m_iterations\x18\x0b \x01(\r\x12\x16\n\x0e\x62\x62\x61m_proposals\x18\x0c \x01(\r\x12\x11\n\tbbam_seed\x18\r \x01(\r\"\x9c\x01\n\x0e\x41ttributionMap\x12\x10\n\x08\x63lass_id\x18\x01 \x01(\x05\x12\r\n\x05label\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\"\n\x03\x62ox\x18\x05 \x01(\x0b\x32\x15.weakseg.v1.BoxTarget\x12\x11\n\tpositives\x18\x06 \x01(\r\x12\x15\n\riou_threshold\x18\x07 \x01(\x02\"\xc1\x01\n\x0f\x45xplainResponse\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.weakseg.v1.ResponseHeader\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0e\n\x06height\x18\x03 \x01(\r\x12\r\n\x05width\x18\x04 \x01(\r\x12)\n\nmap_format\x18\x05 \x01(\x0e\x32\x15.weakseg.v1.MapFormat\x12(\n\x04maps\x18\x06 \x03(\x0b\x32\x1a.weakseg.v1.AttributionMap\"\x94\x02\n\x0eOverlayRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12 \n\x05image\x18\x04 \x01(\x0b\x32\x11.weakseg.v1.Image\x12%\n\x04kind\x18\x05 \x01(\x0e\x32\x17.weakseg.v1.OverlayKind\x12\x0e\n\x06method\x18\x06 \x01(\t\x12\x16\n\x0etarget_classes\x18\x07 \x03(\x05\x12\r\n\x05top_k\x18\x08 \x01(\r\x12\x10\n\x08\x63olormap\x18\t \x01(\t\x12\x14\n\x07opacity\x18\n \x01(\x02H\x00\x88\x01\x01\x12\x14\n\x0c\x61\x64vcam_steps\x18\x0b \x01(\rB\n\n\x08_opacity\"?\n\x0fRenderedOverlay\x12\x10\n\x08\x63lass_id\x18\x01 \x01(\x05\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0b\n\x03png\x18\x03 \x01(\x0c\"\x8b\x01\n\x0fOverlayResponse\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.weakseg.v1.ResponseHeader\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12-\n\x08overlays\x18\x04 \x03(\x0b\x32\x1b.weakseg.v1.RenderedOverlay\";\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\xd8\x01\n\rModelMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0e\n\x06labels\x18\x04 \x03(\t\x12&\n\x06inputs\x18\x05 \x03(\x0b\x32\x16.weakseg.v1.TensorSpec\x12\'\n\x07outputs\x18\x06 \x03(\x0b\x32\x16.weakseg.v1.TensorSpec\x12\x16\n\x0emax_batch_size\x18\x07 \x01(\r\x12\x10\n\x08platform\x18\x08 \x01(\t\x12\x0f\n\x07methods\x18\t \x03(\t\"\'\n\x11ListModelsRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"d\n\x12ListModelsResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12)\n\x06models\x18\x03 \x03(\x0b\x32\x19.weakseg.v1.ModelMetadata\"P\n\x14ModelMetadataRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"p\n\x15ModelMetadataResponse\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.weakseg.v1.ResponseHeader\x12+\n\x08metadata\x18\x02 \x01(\x0b\x32\x19.weakseg.v1.ModelMetadata\"\x87\x02\n\rDetectRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12 \n\x05image\x18\x04 \x01(\x0b\x32\x11.weakseg.v1.Image\x12\x11\n\tmin_score\x18\x05 \x01(\x02\x12\x16\n\x0emax_detections\x18\x06 \x01(\r\x12+\n\x0bmask_format\x18\x07 \x01(\x0e\x32\x16.weakseg.v1.MaskFormat\x12\x1b\n\x0emask_threshold\x18\x08 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\nboxes_only\x18\t \x01(\x08\x42\x11\n\x0f_mask_threshold\"\x92\x01\n\tDetection\x12\x10\n\x08\x63lass_id\x18\x01 \x01(\x05\x12\r\n\x05label\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x1c\n\x03\x62ox\x18\x04 \x01(\x0b\x32\x0f.weakseg.v1.Box\x12\x10\n\x08mask_png\x18\x05 \x01(\x0c\x12\x10\n\x08mask_raw\x18\x06 \x01(\x0c\x12\x13\n\x0bmask_pixels\x18\x07 \x01(\r\"\x99\x01\n\x0e\x44\x65tectResponse\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.weakseg.v1.ResponseHeader\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12)\n\ndetections\x18\x04 \x03(\x0b\x32\x15.weakseg.v1.Detection\x12\x11\n\thas_masks\x18\x05 \x01(\x08*S\n\nMaskFormat\x12\x13\n\x0fMASK_FORMAT_PNG\x10\x00\x12\x13\n\x0fMASK_FORMAT_RAW\x10\x01\x12\x1b\n\x17MASK_FORMAT_PNG_AND_RAW\x10\x02*9\n\tMapFormat\x12\x14\n\x10MAP_FORMAT_UINT8\x10\x00\x12\x16\n\x12MAP_FORMAT_FLOAT16\x10\x01*B\n\x0bOverlayKind\x12\x1c\n\x18OVERLAY_KIND_ATTRIBUTION\x10\x00\x12\x15\n\x11OVERLAY_KIND_MASK\x10\x01\x32\xc8\x03\n\x13SegmentationService\x12\x42\n\x07Segment\x12\x1a.weakseg.v1.SegmentRequest\x1a\x1b.weakseg.v1.SegmentResponse\x12\x42\n\x07\x45xplain\x12\x1a.weakseg.v1.ExplainRequest\x1a\x1b.weakseg.v1.ExplainResponse\x12\x42\n\x07Overlay\x12\x1a.weakseg.v1.OverlayRequest\x1a\x1b.weakseg.v1.OverlayResponse\x12K\n\nListModels\x12\x1d.weakseg.v1.ListModelsRequest\x1a\x1e.weakseg.v1.ListModelsResponse\x12W\n\x10GetModelMetadata\x12 .weakseg.v1.ModelMetadataRequest\x1a!.weakseg.v1.ModelMetadataResponse\x12?\n\x06\x44\x65tect\x12\x19.weakseg.v1.DetectRequest\x1a\x1a.weakseg.v1.DetectResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'weakseg.v1.segmentation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MASKFORMAT']._serialized_start=2351
-  _globals['_MASKFORMAT']._serialized_end=2434
-  _globals['_MAPFORMAT']._serialized_start=2436
-  _globals['_MAPFORMAT']._serialized_end=2493
-  _globals['_OVERLAYKIND']._serialized_start=2495
-  _globals['_OVERLAYKIND']._serialized_end=2561
+  _globals['_MASKFORMAT']._serialized_start=3223
+  _globals['_MASKFORMAT']._serialized_end=3306
+  _globals['_MAPFORMAT']._serialized_start=3308
+  _globals['_MAPFORMAT']._serialized_end=3365
+  _globals['_OVERLAYKIND']._serialized_start=3367
+  _globals['_OVERLAYKIND']._serialized_end=3433
   _globals['_RAWIMAGE']._serialized_start=45
   _globals['_RAWIMAGE']._serialized_end=118
   _globals['_IMAGE']._serialized_start=120
@@ -49,30 +49,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLASSSTAT']._serialized_end=527
   _globals['_SEGMENTRESPONSE']._serialized_start=530
   _globals['_SEGMENTRESPONSE']._serialized_end=737
-  _globals['_EXPLAINREQUEST']._serialized_start=740
-  _globals['_EXPLAINREQUEST']._serialized_end=968
-  _globals['_ATTRIBUTIONMAP']._serialized_start=970
-  _globals['_ATTRIBUTIONMAP']._serialized_end=1048
-  _globals['_EXPLAINRESPONSE']._serialized_start=1051
-  _globals['_EXPLAINRESPONSE']._serialized_end=1244
-  _globals['_OVERLAYREQUEST']._serialized_start=1247
-  _globals['_OVERLAYREQUEST']._serialized_end=1523
-  _globals['_RENDEREDOVERLAY']._serialized_start=1525
-  _globals['_RENDEREDOVERLAY']._serialized_end=1588
-  _globals['_OVERLAYRESPONSE']._serialized_start=1591
-  _globals['_OVERLAYRESPONSE']._serialized_end=1730
-  _globals['_TENSORSPEC']._serialized_start=1732
-  _globals['_TENSORSPEC']._serialized_end=1791
-  _globals['_MODELMETADATA']._serialized_start=1794
-  _globals['_MODELMETADATA']._serialized_end=2010
-  _globals['_LISTMODELSREQUEST']._serialized_start=2012
-  _globals['_LISTMODELSREQUEST']._serialized_end=2051
-  _globals['_LISTMODELSRESPONSE']._serialized_start=2053
-  _globals['_LISTMODELSRESPONSE']._serialized_end=2153
-  _globals['_MODELMETADATAREQUEST']._serialized_start=2155
-  _globals['_MODELMETADATAREQUEST']._serialized_end=2235
-  _globals['_MODELMETADATARESPONSE']._serialized_start=2237
-  _globals['_MODELMETADATARESPONSE']._serialized_end=2349
-  _globals['_SEGMENTATIONSERVICE']._serialized_start=2564
-  _globals['_SEGMENTATIONSERVICE']._serialized_end=2955
+  _globals['_BOX']._serialized_start=739
+  _globals['_BOX']._serialized_end=792
+  _globals['_BOXTARGET']._serialized_start=794
+  _globals['_BOXTARGET']._serialized_end=853
+  _globals['_EXPLAINREQUEST']._serialized_start=856
+  _globals['_EXPLAINREQUEST']._serialized_end=1190
+  _globals['_ATTRIBUTIONMAP']._serialized_start=1193
+  _globals['_ATTRIBUTIONMAP']._serialized_end=1349
+  _globals['_EXPLAINRESPONSE']._serialized_start=1352
+  _globals['_EXPLAINRESPONSE']._serialized_end=1545
+  _globals['_OVERLAYREQUEST']._serialized_start=1548
+  _globals['_OVERLAYREQUEST']._serialized_end=1824
+  _globals['_RENDEREDOVERLAY']._serialized_start=1826
+  _globals['_RENDEREDOVERLAY']._serialized_end=1889
+  _globals['_OVERLAYRESPONSE']._serialized_start=1892
+  _globals['_OVERLAYRESPONSE']._serialized_end=2031
+  _globals['_TENSORSPEC']._serialized_start=2033
+  _globals['_TENSORSPEC']._serialized_end=2092
+  _globals['_MODELMETADATA']._serialized_start=2095
+  _globals['_MODELMETADATA']._serialized_end=2311
+  _globals['_LISTMODELSREQUEST']._serialized_start=2313
+  _globals['_LISTMODELSREQUEST']._serialized_end=2352
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2354
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2454
+  _globals['_MODELMETADATAREQUEST']._serialized_start=2456
+  _globals['_MODELMETADATAREQUEST']._serialized_end=2536
+  _globals['_MODELMETADATARESPONSE']._serialized_start=2538
+  _globals['_MODELMETADATARESPONSE']._serialized_end=2650
+  _globals['_DETECTREQUEST']._serialized_start=2653
+  _globals['_DETECTREQUEST']._serialized_end=2916
+  _globals['_DETECTION']._serialized_start=2919
+  _globals['_DETECTION']._serialized_end=3065
+  _globals['_DETECTRESPONSE']._serialized_start=3068
+  _globals['_DETECTRESPONSE']._serialized_end=3221
+  _globals['_SEGMENTATIONSERVICE']._serialized_start=3436
+  _globals['_SEGMENTATIONSERVICE']._serialized_end=3892
 # @@protoc_insertion_point(module_scope)

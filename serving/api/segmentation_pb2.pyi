@@ -106,8 +106,28 @@ class SegmentResponse(_message.Message):
     scores: _containers.RepeatedCompositeFieldContainer[ClassStat]
     def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., mask_png: _Optional[bytes] = ..., mask_raw: _Optional[bytes] = ..., present: _Optional[_Iterable[_Union[ClassStat, _Mapping]]] = ..., scores: _Optional[_Iterable[_Union[ClassStat, _Mapping]]] = ...) -> None: ...
 
+class Box(_message.Message):
+    __slots__ = ("x1", "y1", "x2", "y2")
+    X1_FIELD_NUMBER: _ClassVar[int]
+    Y1_FIELD_NUMBER: _ClassVar[int]
+    X2_FIELD_NUMBER: _ClassVar[int]
+    Y2_FIELD_NUMBER: _ClassVar[int]
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    def __init__(self, x1: _Optional[float] = ..., y1: _Optional[float] = ..., x2: _Optional[float] = ..., y2: _Optional[float] = ...) -> None: ...
+
+class BoxTarget(_message.Message):
+    __slots__ = ("box", "class_id")
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    CLASS_ID_FIELD_NUMBER: _ClassVar[int]
+    box: Box
+    class_id: int
+    def __init__(self, box: _Optional[_Union[Box, _Mapping]] = ..., class_id: _Optional[int] = ...) -> None: ...
+
 class ExplainRequest(_message.Message):
-    __slots__ = ("request_id", "model", "model_version", "image", "method", "target_classes", "top_k", "map_format", "advcam_steps")
+    __slots__ = ("request_id", "model", "model_version", "image", "method", "target_classes", "top_k", "map_format", "advcam_steps", "boxes", "bbam_iterations", "bbam_proposals", "bbam_seed")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +137,10 @@ class ExplainRequest(_message.Message):
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     MAP_FORMAT_FIELD_NUMBER: _ClassVar[int]
     ADVCAM_STEPS_FIELD_NUMBER: _ClassVar[int]
+    BOXES_FIELD_NUMBER: _ClassVar[int]
+    BBAM_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    BBAM_PROPOSALS_FIELD_NUMBER: _ClassVar[int]
+    BBAM_SEED_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     model: str
     model_version: str
@@ -126,19 +150,29 @@ class ExplainRequest(_message.Message):
     top_k: int
     map_format: MapFormat
     advcam_steps: int
-    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., method: _Optional[str] = ..., target_classes: _Optional[_Iterable[int]] = ..., top_k: _Optional[int] = ..., map_format: _Optional[_Union[MapFormat, str]] = ..., advcam_steps: _Optional[int] = ...) -> None: ...
+    boxes: _containers.RepeatedCompositeFieldContainer[BoxTarget]
+    bbam_iterations: int
+    bbam_proposals: int
+    bbam_seed: int
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., method: _Optional[str] = ..., target_classes: _Optional[_Iterable[int]] = ..., top_k: _Optional[int] = ..., map_format: _Optional[_Union[MapFormat, str]] = ..., advcam_steps: _Optional[int] = ..., boxes: _Optional[_Iterable[_Union[BoxTarget, _Mapping]]] = ..., bbam_iterations: _Optional[int] = ..., bbam_proposals: _Optional[int] = ..., bbam_seed: _Optional[int] = ...) -> None: ...
 
 class AttributionMap(_message.Message):
-    __slots__ = ("class_id", "label", "score", "data")
+    __slots__ = ("class_id", "label", "score", "data", "box", "positives", "iou_threshold")
     CLASS_ID_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    POSITIVES_FIELD_NUMBER: _ClassVar[int]
+    IOU_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     class_id: int
     label: str
     score: float
     data: bytes
-    def __init__(self, class_id: _Optional[int] = ..., label: _Optional[str] = ..., score: _Optional[float] = ..., data: _Optional[bytes] = ...) -> None: ...
+    box: BoxTarget
+    positives: int
+    iou_threshold: float
+    def __init__(self, class_id: _Optional[int] = ..., label: _Optional[str] = ..., score: _Optional[float] = ..., data: _Optional[bytes] = ..., box: _Optional[_Union[BoxTarget, _Mapping]] = ..., positives: _Optional[int] = ..., iou_threshold: _Optional[float] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
     __slots__ = ("header", "method", "height", "width", "map_format", "maps")
@@ -269,3 +303,57 @@ class ModelMetadataResponse(_message.Message):
     header: ResponseHeader
     metadata: ModelMetadata
     def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., metadata: _Optional[_Union[ModelMetadata, _Mapping]] = ...) -> None: ...
+
+class DetectRequest(_message.Message):
+    __slots__ = ("request_id", "model", "model_version", "image", "min_score", "max_detections", "mask_format", "mask_threshold", "boxes_only")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    MAX_DETECTIONS_FIELD_NUMBER: _ClassVar[int]
+    MASK_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    MASK_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    BOXES_ONLY_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    model: str
+    model_version: str
+    image: Image
+    min_score: float
+    max_detections: int
+    mask_format: MaskFormat
+    mask_threshold: float
+    boxes_only: bool
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., min_score: _Optional[float] = ..., max_detections: _Optional[int] = ..., mask_format: _Optional[_Union[MaskFormat, str]] = ..., mask_threshold: _Optional[float] = ..., boxes_only: _Optional[bool] = ...) -> None: ...
+
+class Detection(_message.Message):
+    __slots__ = ("class_id", "label", "score", "box", "mask_png", "mask_raw", "mask_pixels")
+    CLASS_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    MASK_PNG_FIELD_NUMBER: _ClassVar[int]
+    MASK_RAW_FIELD_NUMBER: _ClassVar[int]
+    MASK_PIXELS_FIELD_NUMBER: _ClassVar[int]
+    class_id: int
+    label: str
+    score: float
+    box: Box
+    mask_png: bytes
+    mask_raw: bytes
+    mask_pixels: int
+    def __init__(self, class_id: _Optional[int] = ..., label: _Optional[str] = ..., score: _Optional[float] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., mask_png: _Optional[bytes] = ..., mask_raw: _Optional[bytes] = ..., mask_pixels: _Optional[int] = ...) -> None: ...
+
+class DetectResponse(_message.Message):
+    __slots__ = ("header", "height", "width", "detections", "has_masks")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    DETECTIONS_FIELD_NUMBER: _ClassVar[int]
+    HAS_MASKS_FIELD_NUMBER: _ClassVar[int]
+    header: ResponseHeader
+    height: int
+    width: int
+    detections: _containers.RepeatedCompositeFieldContainer[Detection]
+    has_masks: bool
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., has_masks: _Optional[bool] = ...) -> None: ...

@@ -59,6 +59,11 @@ class SegmentationServiceStub:
                 request_serializer=weakseg_dot_v1_dot_segmentation__pb2.ModelMetadataRequest.SerializeToString,
                 response_deserializer=weakseg_dot_v1_dot_segmentation__pb2.ModelMetadataResponse.FromString,
                 _registered_method=True)
+        self.Detect = channel.unary_unary(
+                '/weakseg.v1.SegmentationService/Detect',
+                request_serializer=weakseg_dot_v1_dot_segmentation__pb2.DetectRequest.SerializeToString,
+                response_deserializer=weakseg_dot_v1_dot_segmentation__pb2.DetectResponse.FromString,
+                _registered_method=True)
 
 
 class SegmentationServiceServicer:
@@ -99,6 +104,13 @@ class SegmentationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Detect(self, request, context):
+        """Boxes, classes and scores from a detector; plus one binary mask per detection from an instance segmenter.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SegmentationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +138,11 @@ def add_SegmentationServiceServicer_to_server(servicer, server):
                     servicer.GetModelMetadata,
                     request_deserializer=weakseg_dot_v1_dot_segmentation__pb2.ModelMetadataRequest.FromString,
                     response_serializer=weakseg_dot_v1_dot_segmentation__pb2.ModelMetadataResponse.SerializeToString,
+            ),
+            'Detect': grpc.unary_unary_rpc_method_handler(
+                    servicer.Detect,
+                    request_deserializer=weakseg_dot_v1_dot_segmentation__pb2.DetectRequest.FromString,
+                    response_serializer=weakseg_dot_v1_dot_segmentation__pb2.DetectResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -263,6 +280,33 @@ class SegmentationService:
             '/weakseg.v1.SegmentationService/GetModelMetadata',
             weakseg_dot_v1_dot_segmentation__pb2.ModelMetadataRequest.SerializeToString,
             weakseg_dot_v1_dot_segmentation__pb2.ModelMetadataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Detect(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weakseg.v1.SegmentationService/Detect',
+            weakseg_dot_v1_dot_segmentation__pb2.DetectRequest.SerializeToString,
+            weakseg_dot_v1_dot_segmentation__pb2.DetectResponse.FromString,
             options,
             channel_credentials,
             insecure,

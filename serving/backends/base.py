@@ -2,7 +2,8 @@
 
 Two backends implement it: `embedded` (onnxruntime in this process, over a model repository written by
 `weakseg export`) and `triton` (forwards to a Triton Inference Server over gRPC). Both speak in numpy arrays
-and the exported graphs' tensor names (`pixels` in; `logits` + `mask` or `logits` + `cams` out).
+and the exported graphs' tensor names (`pixels` in; `logits` + `mask` or `logits` + `cams` out; detectors
+`boxes`, `scores`, `labels` and instance segmenters also `masks`, for one unbatched image, max_batch_size 0).
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ import numpy as np
 
 SEGMENTER = "segmenter"
 CLASSIFIER = "classifier"
+DETECTOR = "detector"  # torchvision Faster R-CNN
+INSTANCE = "instance"  # torchvision Mask R-CNN
+KINDS = (SEGMENTER, CLASSIFIER, DETECTOR, INSTANCE)
 
 
 class ServingError(Exception):
@@ -52,13 +56,18 @@ class ModelInfo:
 
     name: str
     version: str
-    kind: str  # segmenter | classifier
-    labels: tuple[str, ...]  # segmenter: background first; classifier: the C classes
+    kind: str  # segmenter | classifier | detector | instance
+    labels: tuple[str, ...]  # segmenter: background first; classifier, detector, instance: the C classes
     inputs: tuple[TensorMeta, ...]
     outputs: tuple[TensorMeta, ...]
     max_batch_size: int
     platform: str = "onnxruntime_onnx"
     checkpoint: Path | None = None  # for gradient methods on the embedded backend
+
+    @property
+    def batched(self) -> bool:
+        """False for one-image models (max_batch_size 0): their tensors have no batch dimension."""
+        return self.max_batch_size > 0
 
 
 class Backend(ABC):

@@ -4,7 +4,8 @@ one dynamic batcher per model, warmed up before the server reports ready.
 Each `<repo>/<name>/config.pbtxt` is parsed into Triton's ModelConfig, so the scheduling knobs
 (max batch, queue delay, bounded queue, instance count, warm-up) are the ones Triton would use.
 The latest numeric version folder holding `model.onnx` is served. CUDA provider when asked for and
-present, else CPU.
+present, else CPU. Models with max_batch_size 0 (detectors: one image per run, no batch dimension) go
+through the same bounded queue one request at a time.
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ def model_info(entry: Path, config: model_config_pb2.ModelConfig, version: str) 
     info = info_from_config(config, version, labels=labels, checkpoint=checkpoint if checkpoint.is_file() else None)
     if info is None:
         raise RepositoryError(
-            f"{entry / 'config.pbtxt'}: not a weakseg export (parameters model_kind = segmenter or "
-            "classifier, and classes or labels.txt, are needed)"
+            f"{entry / 'config.pbtxt'}: not a weakseg export (parameters model_kind = segmenter, "
+            "classifier, detector or instance, and classes or labels.txt, are needed)"
         )
     if not info.name:
         info = replace(info, name=entry.name)
@@ -166,8 +167,14 @@ class EmbeddedBackend(Backend):
                 max_queue_size=queue,
                 workers=workers,
             )
+        unbatched = config.max_batch_size == 0
+        if unbatched:  # one image per run: the batcher queues requests one at a time under a leading axis
+            batching = replace(batching, max_batch_size=1)
 
         def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            if unbatched:
+                outputs = session.run(names, {k: v[0] for k, v in inputs.items()})
+                return {name: out[None] for name, out in zip(names, outputs, strict=True)}
             return dict(zip(names, session.run(names, inputs), strict=True))
 
         def hook(rows: int, waits: list[float], _name: str = info.name) -> None:
@@ -182,7 +189,8 @@ class EmbeddedBackend(Backend):
             inputs = {}
             for name, spec in sample.inputs.items():
                 dtype = KSERVE_NUMPY[kserve_datatype(spec.data_type)]
-                inputs[name] = np.zeros((max(1, sample.batch_size), *spec.dims), dtype=dtype)
+                batch = (max(1, sample.batch_size),) if loaded.config.max_batch_size > 0 else ()
+                inputs[name] = np.zeros((*batch, *spec.dims), dtype=dtype)
             loaded.session.run(loaded.output_names, inputs)
 
     def set_batch_observer(self, observe: ModelObserveFn) -> None:
@@ -220,6 +228,8 @@ class EmbeddedBackend(Backend):
         if timeout is not None and timeout <= 0:
             raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline already passed")
         deadline = None if timeout is None else time.monotonic() + timeout
+        if not info.batched:
+            inputs = {k: v[None] for k, v in inputs.items()}
         future = loaded.batcher.submit(inputs, deadline)
         try:
             result = future.result(timeout)
@@ -232,6 +242,8 @@ class EmbeddedBackend(Backend):
             raise invalid(
                 f"model {name!r} rejected the input ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
             ) from e
+        if not info.batched:
+            result = {k: v[0] for k, v in result.items()}
         return {k: result[k] for k in (outputs or loaded.output_names)}
 
     def close(self) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from tritonclient.grpc import model_config_pb2
 
-from serving.backends.base import CLASSIFIER, SEGMENTER, ModelInfo, TensorMeta, invalid
+from serving.backends.base import KINDS, ModelInfo, TensorMeta, invalid
 
 KSERVE_NUMPY = {
     "UINT8": np.uint8,
@@ -47,7 +47,7 @@ def info_from_config(
 ) -> ModelInfo | None:
     """ModelInfo of a weakseg export's config (labels from `classes`, else `labels`), or None if it is not one."""
     params = {k: v.string_value for k, v in config.parameters.items()}
-    if params.get("model_kind") not in (SEGMENTER, CLASSIFIER):
+    if params.get("model_kind") not in KINDS:
         return None
     if "classes" in params:
         try:

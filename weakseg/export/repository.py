@@ -1,11 +1,13 @@
-"""`weakseg export`: a checkpoint (segmenter or CAM classifier) -> one Triton model-repository entry.
+"""`weakseg export`: a checkpoint (segmenter, CAM classifier, detector or instance segmenter) -> one Triton
+model-repository entry (detectors and instance segmenters: weakseg.export.detection).
 
     <repo>/<name>/config.pbtxt      platform onnxruntime_onnx, dynamic batching, bounded queue, warm-up, model_kind
     <repo>/<name>/labels.txt        one class name per line, in output-channel order
     <repo>/<name>/export.json       provenance: checkpoint checksum, parity report, input contract
     <repo>/<name>/<version>/model.onnx
-    <repo>/<name>/checkpoint.safetensors   classifiers: the PyTorch weights, for gradient methods served by
-                                            weakseg's embedded backend (Triton ignores the file)
+    <repo>/<name>/checkpoint.safetensors   classifiers, detectors, instance segmenters: the PyTorch weights, for
+                                            gradient methods (Grad-CAM, AdvCAM, BBAM) served by weakseg's
+                                            embedded backend (Triton ignores the file)
 
 Nothing is written unless onnxruntime matches PyTorch on an input size the graph was not traced with.
 """
@@ -17,16 +19,26 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from weakseg.errors import CheckpointError, WeaksegError
 from weakseg.export.graphs import CLASSIFIER_OUTPUTS, INPUT_NAME, SEGMENTER_OUTPUTS, ClassifierGraph, SegmenterGraph
 from weakseg.export.onnx_export import MIN_SIDE, ParityReport, check_parity, export_onnx
-from weakseg.export.triton_config import CHECKPOINT_FILE, LABELS_FILE, ServingOptions, TensorSpec, render_config
+from weakseg.export.triton_config import (
+    CHECKPOINT_FILE,
+    DETECTION_KINDS,
+    LABELS_FILE,
+    ServingOptions,
+    TensorSpec,
+    render_config,
+)
 from weakseg.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from weakseg.models.checkpoint import file_sha256, read_metadata, resolve_weights
+
+if TYPE_CHECKING:
+    from weakseg.export.detection import DetectionParity
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 INPUT_CONTRACT = (
@@ -48,7 +60,10 @@ class ExportOptions:
     serving: ServingOptions = field(default_factory=ServingOptions)
     tolerance: float = 1e-4  # max abs logits difference onnxruntime vs PyTorch
     force: bool = False  # overwrite an existing version
-    include_checkpoint: bool = True  # classifiers: copy the safetensors weights beside the ONNX (gradient methods)
+    include_checkpoint: bool = True  # classifiers, detectors: copy the safetensors weights beside the ONNX
+    trace_image: Path | None = None  # detectors: the trace input (it must give a detection; default: synthetic)
+    score_tolerance: float = 1e-3  # detectors: max abs difference of matched scores (probabilities)
+    box_tolerance: float = 0.1  # detectors: max abs difference of matched box coordinates (pixels)
 
 
 @dataclass
@@ -61,7 +76,7 @@ class ExportResult:
     onnx_path: Path
     config_path: Path
     labels: list[str]
-    parity: ParityReport
+    parity: ParityReport | DetectionParity
     checkpoint_sha256: str
 
     def to_json(self) -> dict[str, Any]:
@@ -92,7 +107,8 @@ def _load(model_path: str | os.PathLike) -> tuple[str, torch.nn.Module, list[str
         classifier, classes = load_classifier(model_path)
         return "classifier", ClassifierGraph(classifier), list(classes), meta
     raise CheckpointError(
-        f"{model_path}: a {meta['kind']!r} checkpoint cannot be exported (segmenter or classifier only)"
+        f"{model_path}: a {meta['kind']!r} checkpoint cannot be exported "
+        "(segmenter, classifier, detector or instance only)"
     )
 
 
@@ -110,6 +126,20 @@ def tensor_specs(kind: str, n_labels: int) -> tuple[list[TensorSpec], list[Tenso
             TensorSpec(CLASSIFIER_OUTPUTS[1], "TYPE_FP32", (n_labels, -1, -1), label_file=True),
         ]
     return inputs, outputs
+
+
+def _trace_image(path: Path | None):
+    """The trace image as uint8 HxWx3 RGB, or None; ExportError if it does not decode."""
+    if path is None:
+        return None
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except (OSError, UnidentifiedImageError) as e:
+        raise ExportError(f"{path}: cannot read the trace image ({e})") from e
 
 
 def parity_size(size: int) -> tuple[int, int]:
@@ -135,6 +165,11 @@ def export_model(
     if onnx_path.exists() and not options.force:
         raise ExportError(f"{onnx_path}: version {options.version} already exists (pass --version N or --force)")
 
+    kind = read_metadata(model_path)["kind"]
+    if kind in DETECTION_KINDS:
+        from weakseg.export.detection import export_detection
+
+        return export_detection(model_path, model_dir, kind, options, _trace_image(options.trace_image))
     kind, graph, labels, meta = _load(model_path)
     size = options.input_size or int(meta["extra"].get("crop") or 128)
     if size < MIN_SIDE:

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 PLATFORM = "onnxruntime_onnx"
 LABELS_FILE = "labels.txt"
-CHECKPOINT_FILE = "checkpoint.safetensors"  # classifiers: PyTorch weights beside the ONNX, for gradient methods
+CHECKPOINT_FILE = "checkpoint.safetensors"  # classifiers, detectors: PyTorch weights beside the ONNX (gradient methods)
+DETECTION_KINDS = ("detector", "instance")  # torchvision Faster / Mask R-CNN: one image per request (max_batch_size 0)
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,15 @@ def render_config(
     classes: list[str],
     options: ServingOptions,
     header: str = "",
+    *,
+    batched: bool = True,
+    parameters: dict[str, str] | None = None,
 ) -> str:
-    """The config.pbtxt text: platform, batching, bounded queue, instances, warm-up and the model-kind parameter."""
+    """The config.pbtxt text: platform, batching, bounded queue, instances, warm-up and the model-kind parameter.
+
+    batched False: max_batch_size 0 (dims are the whole shape, one request per run, as torchvision detection graphs
+    take one image) and no dynamic batching; the batch and queue knobs of options are then unused. parameters: more
+    string parameters after model_kind and classes."""
     options.validate()
     warm = options.warmup_size or 128
     warm_inputs = "\n".join(
@@ -102,16 +110,12 @@ def render_config(
     input_block = sep.join(_tensor(t, True) for t in inputs)
     output_block = sep.join(_tensor(t, False) for t in outputs)
     comment = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
-    return f"""{comment}name: {quote(name)}
-platform: {quote(PLATFORM)}
-max_batch_size: {options.max_batch_size}
-input [
-{input_block}
-]
-output [
-{output_block}
-]
-dynamic_batching {{
+    extra = "".join(
+        f"parameters {{\n  key: {quote(key)}\n  value {{ string_value: {quote(value)} }}\n}}\n"
+        for key, value in (parameters or {}).items()
+    )
+    batching = (
+        f"""dynamic_batching {{
   preferred_batch_size: {_dims(options.preferred_batch_sizes)}
   max_queue_delay_microseconds: {options.max_queue_delay_us}
   default_queue_policy {{
@@ -121,7 +125,20 @@ dynamic_batching {{
     max_queue_size: {options.max_queue_size}
   }}
 }}
-instance_group [
+"""
+        if batched
+        else ""
+    )
+    return f"""{comment}name: {quote(name)}
+platform: {quote(PLATFORM)}
+max_batch_size: {options.max_batch_size if batched else 0}
+input [
+{input_block}
+]
+output [
+{output_block}
+]
+{batching}instance_group [
   {{
     count: {options.instance_count}
     kind: {"KIND_GPU" if options.instance_kind == "gpu" else "KIND_CPU"}
@@ -142,4 +159,4 @@ parameters {{
   key: "classes"
   value {{ string_value: {quote(json.dumps(classes))} }}
 }}
-"""
+{extra}"""
