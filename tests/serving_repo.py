@@ -14,6 +14,7 @@ from weakseg.export import ExportOptions, ServingOptions, export_model
 
 CLASSES = ["train", "boat", "bird"]
 SIZE = 64
+HEAD_SCALE = 100.0  # the random classifier's head is scaled up (see build_repository)
 
 
 def _settle_batchnorm(model: torch.nn.Module, size: int) -> None:
@@ -37,6 +38,8 @@ def build_repository(root: Path) -> Path:
     save_segmenter(root / "seg.safetensors", seg, CLASSES)
     clf = CAMClassifier(ClassifierConfig(num_classes=len(CLASSES)))
     _settle_batchnorm(clf, SIZE)
+    with torch.no_grad():  # logits of a trained network's order (~10, not ~0.1), so AdvCAM's climb moves the maps
+        clf.classifier.weight.mul_(HEAD_SCALE)
     save_classifier(root / "cam.safetensors", clf, CLASSES)
     repo = root / "repo"
     options = ExportOptions(input_size=SIZE, serving=ServingOptions(instance_kind="cpu", max_queue_delay_us=5000))
