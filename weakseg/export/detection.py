@@ -61,7 +61,7 @@ from torch import nn
 
 from weakseg.export.graphs import INPUT_NAME, pixels_to_float
 from weakseg.export.runtime import MIN_SIDE, ort_session
-from weakseg.export.triton_config import CHECKPOINT_FILE, LABELS_FILE, TensorSpec, render_config
+from weakseg.export.triton_config import TensorSpec, render_config
 
 OPSET = 17
 DETECTOR_OUTPUTS = ("boxes", "scores", "labels")
@@ -410,9 +410,9 @@ def export_detection(
 ) -> Any:
     """Write <model_dir> for a detector or instance checkpoint (ONNX, config.pbtxt with max_batch_size 0,
     labels.txt, export.json, the checkpoint beside it) after passing parity; an ExportResult (weakseg.export)."""
-    from weakseg.export.repository import ExportError, ExportResult, parity_size
-    from weakseg.io import atomic_write_bytes, atomic_write_json, atomic_write_text
-    from weakseg.models.checkpoint import file_sha256, resolve_weights
+    from weakseg.export.repository import ExportError, ExportResult, parity_size, write_model_files
+    from weakseg.io import atomic_write_text
+    from weakseg.models.checkpoint import file_sha256
 
     name = model_dir.name
     onnx_path = model_dir / str(options.version) / "model.onnx"
@@ -458,24 +458,20 @@ def export_detection(
         f"outputs: {', '.join(f'{o.name} {o.data_type} {list(o.dims)}' for o in outputs)} (N = detections, "
         "highest score first)\nmax_batch_size 0: torchvision's detection graphs take one image per run"
     )
-    atomic_write_bytes(onnx_path, onnx_bytes)
-    atomic_write_text(model_dir / LABELS_FILE, "".join(f"{label}\n" for label in labels))
-    atomic_write_json(
-        model_dir / "export.json",
-        {
-            "kind": kind,
-            "checkpoint": str(model_path),
-            "checkpoint_sha256": sha,
-            "version": options.version,
-            "input": INPUT_CONTRACT,
-            "trace_size": size,
-            "opset": OPSET,
-            "parity": parity.to_json(),
-            "torch": torch.__version__,
-        },
+    record = {
+        "kind": kind,
+        "checkpoint": str(model_path),
+        "checkpoint_sha256": sha,
+        "version": options.version,
+        "input": INPUT_CONTRACT,
+        "trace_size": size,
+        "opset": OPSET,
+        "parity": parity.to_json(),
+        "torch": torch.__version__,
+    }
+    write_model_files(
+        model_dir, onnx_path, onnx_bytes, labels, record, model_path if options.include_checkpoint else None
     )
-    if options.include_checkpoint:
-        atomic_write_bytes(model_dir / CHECKPOINT_FILE, resolve_weights(model_path).read_bytes())
     config_path = model_dir / "config.pbtxt"
     serving = replace(options.serving, warmup_size=options.serving.warmup_size or size)
     parameters = {

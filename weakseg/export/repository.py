@@ -142,6 +142,23 @@ def _trace_image(path: Path | None):
         raise ExportError(f"{path}: cannot read the trace image ({e})") from e
 
 
+def write_model_files(
+    model_dir: Path,
+    onnx_path: Path,
+    onnx_bytes: bytes,
+    labels: list[str],
+    record: dict,
+    checkpoint: str | os.PathLike | None,
+) -> None:
+    """One model version's files, each written atomically: the ONNX graph, labels.txt, export.json (`record`) and,
+    when `checkpoint` is given, its weights copied beside the graph (for gradient explanations)."""
+    atomic_write_bytes(onnx_path, onnx_bytes)
+    atomic_write_text(model_dir / LABELS_FILE, "".join(f"{label}\n" for label in labels))
+    atomic_write_json(model_dir / "export.json", record)
+    if checkpoint is not None:
+        atomic_write_bytes(model_dir / CHECKPOINT_FILE, resolve_weights(checkpoint).read_bytes())
+
+
 def parity_size(size: int) -> tuple[int, int]:
     """A non-square check size different from the traced size x size (odd sides exercise rounding)."""
     return max(MIN_SIDE + 1, size * 3 // 4 + 3) | 1, (size + 29) | 1
@@ -196,23 +213,18 @@ def export_model(
         f"outputs: {', '.join(f'{o.name} {o.data_type} {list(o.dims)}' for o in outputs)} (after the batch dimension)\n"
         "the dynamic batcher joins requests only when their height and width match"
     )
-    atomic_write_bytes(onnx_path, onnx_bytes)
-    atomic_write_text(model_dir / LABELS_FILE, "".join(f"{label}\n" for label in labels))
-    atomic_write_json(
-        model_dir / "export.json",
-        {
-            "kind": kind,
-            "checkpoint": str(model_path),
-            "checkpoint_sha256": sha,
-            "version": options.version,
-            "input": INPUT_CONTRACT,
-            "trace_size": size,
-            "parity": parity.to_json(),
-            "torch": torch.__version__,
-        },
-    )
-    if kind == "classifier" and options.include_checkpoint:
-        atomic_write_bytes(model_dir / CHECKPOINT_FILE, resolve_weights(model_path).read_bytes())
+    record = {
+        "kind": kind,
+        "checkpoint": str(model_path),
+        "checkpoint_sha256": sha,
+        "version": options.version,
+        "input": INPUT_CONTRACT,
+        "trace_size": size,
+        "parity": parity.to_json(),
+        "torch": torch.__version__,
+    }
+    copy = model_path if kind == "classifier" and options.include_checkpoint else None
+    write_model_files(model_dir, onnx_path, onnx_bytes, labels, record, copy)
     config_path = model_dir / "config.pbtxt"
     serving = replace(options.serving, warmup_size=options.serving.warmup_size or size)
     atomic_write_text(config_path, render_config(name, kind, inputs, outputs, labels, serving, header))
