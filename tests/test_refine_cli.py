@@ -178,7 +178,10 @@ def test_pseudo_refine_stage_equals_refining_afterwards(irn_inputs, par_folder, 
     assert main([*base, "--out", str(staged), "--refine", "par"]) == 0
     assert _labels(staged) == _labels(par_folder)  # identical PNGs
     for p in sorted((irn_inputs["maps"] / "maps").glob("*.npz")):  # the maps stay the method's
-        assert (staged / "maps" / p.name).read_bytes() == p.read_bytes()
+        # recomputed here, so equal up to float16 rounding of the CPU's float sums (thread counts differ by test order)
+        with np.load(staged / "maps" / p.name) as got, np.load(p) as want:
+            np.testing.assert_array_equal(got["class_ids"], want["class_ids"])
+            np.testing.assert_allclose(got["maps"].astype(np.float32), want["maps"].astype(np.float32), atol=2e-3)
     manifest = json.loads((staged / "manifest.json").read_text())
     assert manifest["refine"] == PARRefiner().config() and manifest["refine_locations"] == {}
     capsys.readouterr()
