@@ -92,7 +92,9 @@ def test_loss_by_hand_on_one_source_pixel():
     e = torch.tensor([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]], dtype=torch.float64)
     aff = {(0, 1): 1 - 0.3, (1, -1): 1 - 0.5, (1, 0): 1 - 0.5, (1, 1): 1 - 0.6}
     logits = torch.log(e / (1 - e)).reshape(1, 1, 2, 3).requires_grad_(True)
-    disp = torch.tensor([[[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]], [[0.5, 1.5, -2.0], [1.0, 0.25, 0.0]]], dtype=torch.float64)
+    disp = torch.tensor(
+        [[[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]], [[0.5, 1.5, -2.0], [1.0, 0.25, 0.0]]], dtype=torch.float64
+    )
     disp = disp[None].requires_grad_(True)  # [1,2,2,3]: dy plane, dx plane
     offsets = neighbour_offsets(2)
     labels = {k: torch.zeros(1, 4, 2, 3, dtype=torch.float64) for k in ("bg", "fg", "neg")}
@@ -133,7 +135,11 @@ def test_batched_path_affinity_equals_each_maps_own():
 
 @pytest.mark.parametrize(
     ("arch", "output_stride", "strides"),
-    [("resnet18", 8, [4, 4, 8, 8, 8]), ("resnet18", 32, [4, 4, 8, 16, 32]), ("efficientnet-lite0", 16, [2, 4, 8, 16, 16])],
+    [
+        ("resnet18", 8, [4, 4, 8, 8, 8]),
+        ("resnet18", 32, [4, 4, 8, 16, 32]),
+        ("efficientnet-lite0", 16, [2, 4, 8, 16, 16]),
+    ],
 )
 def test_outputs_at_stride_4_on_resnet_and_efficientnet_lite(arch, output_stride, strides):
     model = _small_irn(arch, output_stride).train()
@@ -202,3 +208,25 @@ def test_maps_at_stride_4_are_block_means_each_divided_by_its_maximum():
     want0 = torch.tensor([[0.8, 0.1], [0.0, 0.4]]) / scale
     torch.testing.assert_close(small[0], want0)
     torch.testing.assert_close(small[1], torch.full((2, 2), 0.5 / (0.5 + 1e-5)))
+
+
+def test_walk_over_a_given_boundary_is_what_refine_uses_and_a_closed_wall_holds_the_scores():
+    from weakseg.models.irn_infer import boundary_tensor
+    from weakseg.refine.irn_refiner import IRNRefineConfig, IRNRefiner
+
+    model = _small_irn(crop=64)
+    refiner = IRNRefiner(model, IRNRefineConfig(exp_times=5))
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, size=(32, 40, 3), dtype=np.uint8)
+    maps = np.zeros((1, 32, 40), np.float32)
+    maps[0, 4:12, 4:12] = 1.0  # a seed inside the left half
+    own = refiner.walk(maps, boundary_tensor(model, image, "cpu"))
+    torch.testing.assert_close(refiner.scores(image, maps), own)
+    wall = torch.zeros(8, 10)
+    wall[:, 5] = 1.0  # a closed vertical boundary at stride 4 between x = 20 and x = 24 px
+    walked = refiner.walk(maps, wall)
+    assert walked.shape == (1, 32, 40)
+    assert float(walked[0, :, :16].sum()) > 0
+    assert float(walked[0, :, 28:].abs().max()) < 1e-6  # no mass crosses the wall
+    with pytest.raises(ValueError, match="stride 4"):
+        refiner.walk(maps, torch.zeros(7, 10))

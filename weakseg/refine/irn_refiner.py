@@ -87,9 +87,14 @@ class IRNRefiner:
 
     def scores(self, image: np.ndarray, maps: np.ndarray) -> torch.Tensor:
         """The walked class scores [K,H,W] (before the division by the maximum and the background plane)."""
-        h, w = image.shape[:2]
-        edge = boundary_tensor(self.model, image, self.device)
+        return self.walk(maps, boundary_tensor(self.model, image, self.device))
+
+    def walk(self, maps: np.ndarray, edge: torch.Tensor) -> torch.Tensor:
+        """The walked scores [K,H,W] of full-resolution maps over a given stride-4 boundary map [ceil(H/4), ceil(W/4)]."""
+        h, w = maps.shape[1:]
         small = stride4_maps(torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32)).to(edge.device))
+        if tuple(edge.shape) != tuple(small.shape[1:]):
+            raise ValueError(f"the boundary map is {tuple(edge.shape)} but the maps at stride 4 are {small.shape[1:]}")
         s = self.settings
         rw = random_walk(small, edge, beta=float(s.beta), steps=s.steps, radius=s.radius)
         up = F.interpolate(rw[None], scale_factor=OUTPUT_STRIDE, mode="bilinear", align_corners=False)[0]
