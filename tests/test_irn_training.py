@@ -94,6 +94,27 @@ def test_two_steps_through_the_cli_with_cached_ir_labels(irn_inputs, irn_run, ca
     assert main([*args, "--epochs", "1", *TRAIN_ARGS]) == 0
     assert _last_json(capsys.readouterr().out)["resumed_from_epoch"] == 1  # finished: nothing redone
     assert stamps == {i: (cache / f"{i}.png").stat().st_mtime_ns for i in dataset.ids}  # ir labels not recomputed
+    labels = [read_label_png(cache / f"{i}.png") for i in dataset.ids]
+    total = sum(label.size for label in labels)
+    summary = json.loads((cache / "summary.json").read_text())
+    assert summary["images"] == 6
+    assert summary["confident_bg"] == pytest.approx(sum(int((x == 0).sum()) for x in labels) / total)
+    assert summary["unsure"] == pytest.approx(sum(int((x == 255).sum()) for x in labels) / total)
+    assert summary["confident_fg"] + summary["confident_bg"] + summary["unsure"] == pytest.approx(1.0)
+
+
+def test_ir_label_fractions_and_the_warnings_that_name_the_threshold():
+    from weakseg.refine.irn_labels import fraction_warnings, label_fractions
+
+    a = np.array([[0, 0, 255, 3]], np.uint8)
+    b = np.array([[255, 255, 255, 255], [1, 0, 255, 255]], np.uint8)
+    f = label_fractions([a, b])
+    assert f == pytest.approx({"confident_fg": 2 / 12, "confident_bg": 3 / 12, "unsure": 7 / 12})
+    assert fraction_warnings(f, 0.3, 0.05) == []
+    (bg,) = fraction_warnings({"confident_fg": 0.3, "confident_bg": 0.01, "unsure": 0.69}, 0.3, 0.05)
+    assert "raise --bg-thresh" in bg and "1.0 %" in bg
+    (fg,) = fraction_warnings({"confident_fg": 0.0, "confident_bg": 0.5, "unsure": 0.5}, 0.3, 0.05)
+    assert "lower --fg-thresh" in fg
 
 
 def test_interrupted_run_resumes_to_the_uninterrupted_weights(irn_inputs, tmp_path):
@@ -112,9 +133,19 @@ def test_interrupted_run_resumes_to_the_uninterrupted_weights(irn_inputs, tmp_pa
             return setup.on_epoch_end(model, epoch)
 
         with pytest.raises(KeyboardInterrupt):
-            fit(setup.model, setup.loader, setup.loss_fn, train, job.out, setup.save, device=torch.device("cpu"),
-                head_params=setup.model.displacement_parameters(), run_info=setup.run_info, progress=False,
-                on_epoch_end=dies_at_epoch_2)
+            fit(
+                setup.model,
+                setup.loader,
+                setup.loss_fn,
+                train,
+                job.out,
+                setup.save,
+                device=torch.device("cpu"),
+                head_params=setup.model.displacement_parameters(),
+                run_info=setup.run_info,
+                progress=False,
+                on_epoch_end=dies_at_epoch_2,
+            )
         assert [h["epoch"] for h in json.loads((tmp_path / "resumed" / "run.json").read_text())["history"]] == [1]
         assert main([*base, "--out", str(tmp_path / "resumed"), "--epochs", "2", *TRAIN_ARGS]) == 0
     finally:
@@ -172,7 +203,11 @@ def test_irn_refiner_labels_hold_only_the_images_classes_and_background(irn_inpu
     config = refiner.config()
     assert config["name"] == "irn" and len(config["irn_sha256"]) == 64
     assert {k: config[k] for k in ("beta", "exp_times", "radius", "bg_thresh")} == {
-        "beta": 10.0, "exp_times": 8, "radius": 5, "bg_thresh": 0.25}
+        "beta": 10.0,
+        "exp_times": 8,
+        "radius": 5,
+        "bg_thresh": 0.25,
+    }
     dataset = VOCDataset(irn_inputs["data"], "train")
     seen: set[int] = set()
     for image_id in dataset.ids:

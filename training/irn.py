@@ -38,7 +38,14 @@ from weakseg.models.classifier_io import load_classifier
 from weakseg.models.irn import IRN, OUTPUT_STRIDE, IRNConfig, save_irn
 from weakseg.models.irn_infer import padded_pair
 from weakseg.refine.crf import CRFConfig
-from weakseg.refine.irn_labels import TRAIN_RADIUS, affinity_labels, ir_label, reduce_label
+from weakseg.refine.irn_labels import (
+    TRAIN_RADIUS,
+    affinity_labels,
+    fraction_warnings,
+    ir_label,
+    label_fractions,
+    reduce_label,
+)
 from weakseg.refine.irn_loss import irn_loss
 from weakseg.report.seed_eval import load_maps
 
@@ -279,6 +286,17 @@ def prepare_irn(job: IRNJob, device: torch.device, progress: bool = True) -> IRN
     crop = job.crop if job.crop is not None else default_crop(dataset, ids)
     check_crop(crop, job.radius)
     settings = ensure_ir_labels(job, dataset, folder, ids, progress)
+    fractions = label_fractions([read_label_png(Path(job.out) / IR_LABELS / f"{i}.png") for i in ids])
+    atomic_write_json(Path(job.out) / IR_LABELS / "summary.json", {"images": len(ids), **fractions})
+    if progress:
+        print(
+            "ir labels: {:.1%} confident foreground, {:.1%} confident background, {:.1%} unsure".format(
+                fractions["confident_fg"], fractions["confident_bg"], fractions["unsure"]
+            ),
+            flush=True,
+        )
+        for line in fraction_warnings(fractions, job.fg_thresh, job.bg_thresh):
+            print(f"warning: {line}", file=sys.stderr, flush=True)
 
     seed_everything(job.train.seed)  # initial branch weights depend on the seed only
     try:

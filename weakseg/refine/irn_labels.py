@@ -75,3 +75,32 @@ def affinity_labels(label: np.ndarray, radius: int = TRAIN_RADIUS) -> tuple[np.n
         fg_pos[d] = valid & equal & (src > 0)
         neg[d] = valid & ~equal
     return bg_pos, fg_pos, neg
+
+
+LOW_CONFIDENT_FRACTION = 0.05  # below this share of pixels, a confident set gives IRN few pairs to learn from
+
+
+def label_fractions(labels: list[np.ndarray]) -> dict[str, float]:
+    """Shares of all pixels of ir labels that are confident foreground, confident background and unsure (255)."""
+    total = sum(int(label.size) for label in labels)
+    if not total:
+        return {"confident_fg": 0.0, "confident_bg": 0.0, "unsure": 0.0}
+    bg = sum(int((label == 0).sum()) for label in labels)
+    unsure = sum(int((label == IGNORE_INDEX).sum()) for label in labels)
+    return {"confident_fg": (total - bg - unsure) / total, "confident_bg": bg / total, "unsure": unsure / total}
+
+
+def fraction_warnings(fractions: dict[str, float], fg_thresh: float, bg_thresh: float) -> list[str]:
+    """One line per confident set too small to train on, naming the threshold to move."""
+    out = []
+    if fractions["confident_bg"] < LOW_CONFIDENT_FRACTION:
+        out.append(
+            f"only {100 * fractions['confident_bg']:.1f} % of pixels are confident background (every map below "
+            f"--bg-thresh {bg_thresh}); the maps' background floor is higher: raise --bg-thresh"
+        )
+    if fractions["confident_fg"] < LOW_CONFIDENT_FRACTION:
+        out.append(
+            f"only {100 * fractions['confident_fg']:.1f} % of pixels are confident foreground (a map above "
+            f"--fg-thresh {fg_thresh}): lower --fg-thresh"
+        )
+    return out
