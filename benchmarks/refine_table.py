@@ -145,8 +145,10 @@ def run_row(row: str, method_args: list[str], args: argparse.Namespace, ids_path
     common = common_arguments(args)
     run_weakseg(["pseudo", *method_args, "--data", str(args.data), "--split", str(ids_path), "--out", str(seeds),
                  *seed_arguments(args), *common])
-    run_weakseg(["refine", "irn", "--maps", str(seeds), "--out", str(irn_out), "--irn", str(irn), *common])
-    run_weakseg(["refine", "par", "--maps", str(seeds), "--out", str(par_out), *common])
+    bg = str(args.bg_score)
+    run_weakseg(["refine", "irn", "--maps", str(seeds), "--out", str(irn_out), "--irn", str(irn),
+                 "--irn-bg-thresh", bg, *common])
+    run_weakseg(["refine", "par", "--maps", str(seeds), "--out", str(par_out), "--par-bg-score", bg, *common])
     key = {"ids": done(seeds)}
     seed = cached(folder / "eval_seed.json", key, lambda: seed_scores(dataset, seeds, crf=False))
     crf = None if args.no_crf else cached(folder / "eval_seed_crf.json", key,
@@ -178,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--irn-images", type=int, default=None, help="only the first N images of --irn-split for the IRN "
                    "(quick checks)")
     p.add_argument("--irn-epochs", type=int, default=3, help="IRN training epochs (the authors' 3)")
+    p.add_argument("--bg-score", type=float, default=0.25,
+                   help="background plane of the IRN and PAR masks (the authors' 0.25; maps whose background "
+                        "stays high, as a pretrained network's, need a higher one)")
     p.add_argument("--split", default="train", help="split the subset is drawn from")
     p.add_argument("--images", type=int, default=100, help="size of the fixed image subset")
     p.add_argument("--subset-seed", type=int, default=0, help="seed of the subset draw")
@@ -216,14 +221,15 @@ def main(argv: list[str] | None = None) -> int:
     header = (f"{len(dataset.ids)} images of {args.data} ({args.split}, subset seed {args.subset_seed}), scales "
               f"{list(args.scales)}{'' if args.no_flip else ' + flip'}, device {args.device}, threads "
               f"{torch.get_num_threads()}. Seed: mIoU at the best background threshold (seed_thr); seed+CRF: the "
-              "dense CRF over thresholds near it; IRN / PAR mask: mIoU of `weakseg refine irn|par` labels (IRN "
+              "dense CRF over thresholds near it; IRN / PAR mask: mIoU of `weakseg refine irn|par` labels, background "
+              f"plane {args.bg_score} (IRN "
               f"{irn}: one IRN trained once from the CAM seeds of {args.irn_split!r} for every row; the authors "
               "retrain it per method from that method's seeds).")
     table = markdown(results, columns)
     atomic_write_text(args.out / "table.md", header + "\n\n" + table + "\n")
     results_path = args.results or RESULTS / f"refine_table{'_' + args.tag if args.tag else ''}.json"
     atomic_write_json(results_path, {"header": header, "irn": str(irn), "irn_split": args.irn_split,
-                                     "irn_trained_here": args.irn is None, "rows": results,
+                                     "irn_trained_here": args.irn is None, "bg_score": args.bg_score, "rows": results,
                                      "command": " ".join(sys.argv)})
     print(header)
     print(table)
