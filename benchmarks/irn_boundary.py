@@ -30,7 +30,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks.attribution_common import fixed_subset
 from weakseg.data.voc import VOCDataset, read_id_list
 from weakseg.device import resolve_device, set_threads
 from weakseg.io import atomic_write_json
@@ -102,9 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     dataset = VOCDataset(args.data, args.split)
     if args.ids:
         ids = read_id_list(args.ids)
-    else:
-        work = Path(args.out).parent if args.out else Path(args.maps)
-        ids = read_id_list(fixed_subset(Path(args.data), args.split, args.images, args.subset_seed, work, "ids_irn"))
+    else:  # the draw of attribution_common.fixed_subset, kept in memory
+        pool = sorted(dataset.ids)
+        ids = sorted(np.random.default_rng(args.subset_seed).permutation(pool)[: min(args.images, len(pool))].tolist())
     refiner = IRNRefiner.from_checkpoint(args.irn, device=device)
     cases = []
     for image_id in ids:
