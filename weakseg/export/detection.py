@@ -410,7 +410,15 @@ def export_detection(
 ) -> Any:
     """Write <model_dir> for a detector or instance checkpoint (ONNX, config.pbtxt with max_batch_size 0,
     labels.txt, export.json, the checkpoint beside it) after passing parity; an ExportResult (weakseg.export)."""
-    from weakseg.export.repository import ExportError, ExportResult, parity_size, write_model_files
+    from weakseg.export.repository import (
+        ExportError,
+        ExportResult,
+        config_header,
+        parity_size,
+        run_exporter,
+        version_record,
+        write_model_files,
+    )
     from weakseg.io import atomic_write_text
     from weakseg.models.checkpoint import file_sha256
 
@@ -432,12 +440,7 @@ def export_detection(
         "box_score_thresh": str(score_threshold),
         "detections_per_img": str(limit),
     }
-    try:
-        onnx_bytes = export_detection_onnx(graph, torch.from_numpy(example), metadata)
-    except Exception as e:  # the exporter raises many types; the message says what failed
-        raise ExportError(
-            f"{model_path}: ONNX export failed ({type(e).__name__}: {str(e).splitlines()[0][:300]})"
-        ) from e
+    onnx_bytes = run_exporter(model_path, lambda: export_detection_onnx(graph, torch.from_numpy(example), metadata))
     height, width = parity_size(size)
     parity = check_detection_parity(
         onnx_bytes,
@@ -453,22 +456,14 @@ def export_detection(
 
     sha = file_sha256(model_path)
     inputs, outputs = tensor_specs(kind)
-    header = (
-        f"weakseg {kind} exported from {Path(model_path).name} (sha256 {sha[:16]}...)\n{INPUT_CONTRACT}\n"
-        f"outputs: {', '.join(f'{o.name} {o.data_type} {list(o.dims)}' for o in outputs)} (N = detections, "
-        "highest score first)\nmax_batch_size 0: torchvision's detection graphs take one image per run"
+    header = config_header(
+        kind,
+        model_path,
+        sha,
+        outputs,
+        "(N = detections, highest score first)\nmax_batch_size 0: torchvision's detection graphs take one image per run",
     )
-    record = {
-        "kind": kind,
-        "checkpoint": str(model_path),
-        "checkpoint_sha256": sha,
-        "version": options.version,
-        "input": INPUT_CONTRACT,
-        "trace_size": size,
-        "opset": OPSET,
-        "parity": parity.to_json(),
-        "torch": torch.__version__,
-    }
+    record = version_record(kind, model_path, sha, options.version, size, parity, opset=OPSET)
     write_model_files(
         model_dir, onnx_path, onnx_bytes, labels, record, model_path if options.include_checkpoint else None
     )

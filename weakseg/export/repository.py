@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -142,6 +143,42 @@ def _trace_image(path: Path | None):
         raise ExportError(f"{path}: cannot read the trace image ({e})") from e
 
 
+def run_exporter(model_path: str | os.PathLike, export: Callable[[], bytes]) -> bytes:
+    """The ONNX bytes of `export()`, any exporter failure turned into one ExportError naming the checkpoint."""
+    try:
+        return export()
+    except Exception as e:  # the exporter raises many types; the message says what failed
+        raise ExportError(
+            f"{model_path}: ONNX export failed ({type(e).__name__}: {str(e).splitlines()[0][:300]})"
+        ) from e
+
+
+def config_header(kind: str, model_path: str | os.PathLike, sha: str, outputs: list[TensorSpec], note: str) -> str:
+    """The comment at the top of config.pbtxt: the checkpoint, the input contract, the outputs and `note`."""
+    shapes = ", ".join(f"{o.name} {o.data_type} {list(o.dims)}" for o in outputs)
+    return (
+        f"weakseg {kind} exported from {Path(model_path).name} (sha256 {sha[:16]}...)\n{INPUT_CONTRACT}\n"
+        f"outputs: {shapes} {note}"
+    )
+
+
+def version_record(
+    kind: str, model_path: str | os.PathLike, sha: str, version: int, size: int, parity: Any, **extra: Any
+) -> dict[str, Any]:
+    """export.json of one model version: the checkpoint and its sha256, the trace size, the parity check, torch."""
+    return {
+        "kind": kind,
+        "checkpoint": str(model_path),
+        "checkpoint_sha256": sha,
+        "version": version,
+        "input": INPUT_CONTRACT,
+        "trace_size": size,
+        **extra,
+        "parity": parity.to_json(),
+        "torch": torch.__version__,
+    }
+
+
 def write_model_files(
     model_dir: Path,
     onnx_path: Path,
@@ -193,14 +230,8 @@ def export_model(
         raise ExportError(f"input size must be >= {MIN_SIDE}, got {size}")
     example = torch.zeros((2, size, size, 3), dtype=torch.uint8)
     metadata = {"weakseg_kind": kind, "classes": json.dumps(labels), "input": INPUT_CONTRACT}
-    try:
-        onnx_bytes = export_onnx(
-            graph, example, SEGMENTER_OUTPUTS if kind == "segmenter" else CLASSIFIER_OUTPUTS, metadata
-        )
-    except Exception as e:  # the exporter raises many types; the message says what failed
-        raise ExportError(
-            f"{model_path}: ONNX export failed ({type(e).__name__}: {str(e).splitlines()[0][:300]})"
-        ) from e
+    names = SEGMENTER_OUTPUTS if kind == "segmenter" else CLASSIFIER_OUTPUTS
+    onnx_bytes = run_exporter(model_path, lambda: export_onnx(graph, example, names, metadata))
     height, width = parity_size(size)
     parity = check_parity(onnx_bytes, graph, height, width, tolerance=options.tolerance)
     if not parity.ok:
@@ -208,21 +239,14 @@ def export_model(
 
     sha = file_sha256(model_path)
     inputs, outputs = tensor_specs(kind, len(labels))
-    header = (
-        f"weakseg {kind} exported from {Path(model_path).name} (sha256 {sha[:16]}...)\n{INPUT_CONTRACT}\n"
-        f"outputs: {', '.join(f'{o.name} {o.data_type} {list(o.dims)}' for o in outputs)} (after the batch dimension)\n"
-        "the dynamic batcher joins requests only when their height and width match"
+    header = config_header(
+        kind,
+        model_path,
+        sha,
+        outputs,
+        "(after the batch dimension)\nthe dynamic batcher joins requests only when their height and width match",
     )
-    record = {
-        "kind": kind,
-        "checkpoint": str(model_path),
-        "checkpoint_sha256": sha,
-        "version": options.version,
-        "input": INPUT_CONTRACT,
-        "trace_size": size,
-        "parity": parity.to_json(),
-        "torch": torch.__version__,
-    }
+    record = version_record(kind, model_path, sha, options.version, size, parity)
     copy = model_path if kind == "classifier" and options.include_checkpoint else None
     write_model_files(model_dir, onnx_path, onnx_bytes, labels, record, copy)
     config_path = model_dir / "config.pbtxt"
