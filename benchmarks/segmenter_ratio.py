@@ -92,6 +92,10 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--arch", default=DEFAULT_ARCH, choices=sorted(ARCHS))
+    p.add_argument("--pretrained", default=None,
+                   help="backbone init of every segmenter (e.g. efficientnet-lite0 with --arch lraspp_efficientnet_lite0)")
+    p.add_argument("--head-lr-mult", type=float, default=1.0, help="lr multiplier of the segmentation head")
+    p.add_argument("--split", default="train", help="training split of every segmenter")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-split", default="val")
     p.add_argument("--eval-limit", type=int, default=None, help="score only the first N images")
@@ -108,8 +112,10 @@ def main() -> None:
     for name, labels in label_sets(args).items():
         run = args.out / "runs" / name
         print(f"== {name}: training on {labels}", flush=True)
-        job = SegmenterJob(data=args.data, labels=labels, out=run, crop=args.crop, arch=args.arch, val_split=None,
-                           train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed))
+        job = SegmenterJob(data=args.data, labels=labels, out=run, split=args.split, crop=args.crop, arch=args.arch,
+                           val_split=None, pretrained=args.pretrained,
+                           train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                                             head_lr_mult=args.head_lr_mult))
         train_segmenter(job, device)
         results[name] = evaluate_cached(name, run, args, device)
 
@@ -133,10 +139,11 @@ def main() -> None:
     table = "\n".join(lines)
     costs = ", ".join(f"{k} {v} s" for k, v in SECONDS_PER_IMAGE.items())
     text = (f"# Segmenter trained on pseudo labels vs true masks\n\n{table}\n\n{NOTE}\n\n"
-            f"Settings: {args.arch}, {args.epochs} epochs, crop {args.crop}, eval split {args.eval_split}"
+            f"Settings: {args.arch}{' from ' + args.pretrained if args.pretrained else ''}, {args.epochs} epochs, crop {args.crop}, eval split {args.eval_split}"
             f"{', multi-scale' if args.multiscale else ''}{', CRF' if args.crf else ''}. Costs per image: {costs}.\n")
     atomic_write_text(args.out / "segmenter_ratio.md", text)
-    settings = {"arch": args.arch, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "crop": args.crop,
+    settings = {"arch": args.arch, "pretrained": args.pretrained, "head_lr_mult": args.head_lr_mult,
+                "split": args.split, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "crop": args.crop,
                 "seed": args.seed, "eval_split": args.eval_split, "multiscale": args.multiscale, "crf": args.crf,
                 "eval_limit": args.eval_limit}
     atomic_write_json(args.out / "segmenter_ratio.json", {"rows": rows, "settings": settings,

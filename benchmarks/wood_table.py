@@ -98,6 +98,7 @@ def finetune_record(a: argparse.Namespace, name: str, base_sha: str, ood_text: s
     extra = {k: v for k, v in settings.items() if v != TEXT_TRAINING[k]}
     return {"name": name, "base": base_sha, "ood": ood_text, "loss": loss.to_dict(), "seed": seed, "epochs": a.epochs,
             "lr": a.lr, "batch": a.batch_size, "ood_batch": a.ood_batch_size, "crop": a.crop,
+            **({"head_lr_mult": a.head_lr_mult} if a.head_lr_mult != 1.0 else {}),
             **({"job": extra} if extra else {})}
 
 
@@ -168,7 +169,8 @@ class Bench:
                 return out
             print(f"fine-tune {name}: {out}", flush=True)
             job = ClassifierJob(data=a.data, out=out, split=a.train_split, val_split=None, crop=a.crop, init=a.model,
-                                train=TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=seed))
+                                train=TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=seed,
+                                                  head_lr_mult=a.head_lr_mult))
             train_wood(WoodJob(classifier=job, ood=ood, loss=loss, ood_batch_size=a.ood_batch_size, **settings), self.device,
                        progress=False)
         return out
@@ -320,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threshold", type=float, default=0.5, help="mining threshold on p(c)")
     p.add_argument("--epochs", type=int, default=3, help="fine-tune epochs of every run")
     p.add_argument("--lr", type=float, default=1e-4, help="fine-tune learning rate")
+    p.add_argument("--head-lr-mult", type=float, default=1.0,
+                   help="lr multiplier of the 1x1 head (10 for an ImageNet-initialised backbone, as its classifier)")
     p.add_argument("--batch-size", type=int, default=16, help="in-distribution images per step")
     p.add_argument("--ood-batch-size", type=int, default=8, help="OoD images per step")
     p.add_argument("--crop", type=int, default=128, help="training crop")

