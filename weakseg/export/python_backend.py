@@ -42,12 +42,6 @@ def python_backend_config(
         raise ExportError(f"expected a {PLATFORM} entry, got platform {config.platform!r} backend {config.backend!r}")
     if "model_kind" not in config.parameters or "classes" not in config.parameters:
         raise ExportError("config.pbtxt lacks the model_kind and classes parameters of a weakseg export")
-    if config.max_batch_size == 0:
-        raise ExportError(
-            f"a {config.parameters['model_kind'].string_value} entry takes one image per run (max_batch_size 0); "
-            "its python-backend variant is not written (model.py runs batched graphs): serve it with a Triton "
-            "that has the ONNX Runtime backend, or with weakseg's embedded backend"
-        )
     config.platform = ""
     config.backend = BACKEND
     config.name = name or config.name

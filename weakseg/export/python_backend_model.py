@@ -4,7 +4,9 @@ Copied verbatim into `<repo>/<name>/<version>/model.py` by weakseg.export.python
 backend stub imports it (it is never imported by weakseg itself). It needs only numpy and onnxruntime in the
 stub's interpreter. The dynamic batcher hands `execute` several requests at once: requests whose image
 sizes match are joined into one onnxruntime call and the outputs are split back by each request's batch size;
-a request the session rejects gets its own error response while the others still succeed.
+a request the session rejects gets its own error response while the others still succeed. An entry with
+max_batch_size 0 (detectors and Mask R-CNNs: one uint8 [height, width, 3] image per run, outputs whose first
+axis counts detections) runs each request on its own and returns the outputs whole.
 """
 
 import json
@@ -23,6 +25,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         self.input_name = config["input"][0]["name"]
         self.output_names = [o["name"] for o in config["output"]]
+        self.batched = int(config.get("max_batch_size", 0)) > 0
         parameters = config.get("parameters", {})
         threads = int(parameters.get("onnx_threads", {}).get("string_value", "0") or 0)
         options = ort.SessionOptions()
@@ -51,14 +54,16 @@ class TritonPythonModel:
                 responses[index] = self._error(f"input {self.input_name!r} is missing")
                 continue
             array = pixels.as_numpy()
-            if array.ndim != 4 or array.shape[-1] != 3 or array.dtype != np.uint8:
+            layout = "[batch, height, width, 3]" if self.batched else "[height, width, 3]"
+            if array.ndim != (4 if self.batched else 3) or array.shape[-1] != 3 or array.dtype != np.uint8:
                 responses[index] = self._error(
-                    f"input {self.input_name!r} must be uint8 [batch, height, width, 3], "
-                    f"got {array.dtype} {list(array.shape)}"
+                    f"input {self.input_name!r} must be uint8 {layout}, got {array.dtype} {list(array.shape)}"
                 )
                 continue
             wanted = list(request.requested_output_names()) or self.output_names
-            groups.setdefault(array.shape[1:], []).append((index, array, wanted))
+            # unbatched: every request is its own group (the key holds its index)
+            key = array.shape[1:] if self.batched else (index, *array.shape)
+            groups.setdefault(key, []).append((index, array, wanted))
         for members in groups.values():
             names = [n for n in self.output_names if any(n in wanted for _, _, wanted in members)]
             batch = members[0][1] if len(members) == 1 else np.concatenate([array for _, array, _ in members])
@@ -69,6 +74,11 @@ class TritonPythonModel:
                     responses[index] = self._error(
                         f"onnxruntime rejected input of shape {list(array.shape)}: {str(e).splitlines()[0][:300]}"
                     )
+                continue
+            if not self.batched:
+                index, _, wanted = members[0]
+                tensors = [pb_utils.Tensor(n, np.ascontiguousarray(outputs[n])) for n in names if n in wanted]
+                responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
                 continue
             start = 0
             for index, array, wanted in members:
