@@ -37,7 +37,7 @@ from weakseg.models.segmenter_infer import InferenceConfig
 from weakseg.models.segmenter_io import load_segmenter
 from weakseg.refine.crf import CRFConfig
 
-NOTE = ("Synthetic benchmark, networks trained from scratch: this ratio is its own figure, not a reproduction of the "
+NOTE = ("Synthetic benchmark, {init}: this ratio is its own figure, not a reproduction of the "
         "dissertation's 89% (class labels) / 96% (boxes), which rest on IRN-refined masks and an ImageNet-pretrained "
         "DeepLab-v2-ResNet-101 on PASCAL VOC 2012. Label costs: Table 2.1 (class 20 s, box 38.1 s, full mask 239.7 s "
         "per image; a hard-OoD image checked counts at the class-tag cost).")
@@ -138,7 +138,9 @@ def main() -> None:
     lines += ["| " + " | ".join(fmt(r.get(h, "")) for h in header) + " |" for r in rows]
     table = "\n".join(lines)
     costs = ", ".join(f"{k} {v} s" for k, v in SECONDS_PER_IMAGE.items())
-    text = (f"# Segmenter trained on pseudo labels vs true masks\n\n{table}\n\n{NOTE}\n\n"
+    note = NOTE.format(init=f"segmenters initialised from {args.pretrained}" if args.pretrained
+                       else "networks trained from scratch")
+    text = (f"# Segmenter trained on pseudo labels vs true masks\n\n{table}\n\n{note}\n\n"
             f"Settings: {args.arch}{' from ' + args.pretrained if args.pretrained else ''}, {args.epochs} epochs, crop {args.crop}, eval split {args.eval_split}"
             f"{', multi-scale' if args.multiscale else ''}{', CRF' if args.crf else ''}. Costs per image: {costs}.\n")
     atomic_write_text(args.out / "segmenter_ratio.md", text)
@@ -147,9 +149,9 @@ def main() -> None:
                 "seed": args.seed, "eval_split": args.eval_split, "multiscale": args.multiscale, "crf": args.crf,
                 "eval_limit": args.eval_limit}
     atomic_write_json(args.out / "segmenter_ratio.json", {"rows": rows, "settings": settings,
-                                                         "seconds_per_image": SECONDS_PER_IMAGE, "note": NOTE})
+                                                         "seconds_per_image": SECONDS_PER_IMAGE, "note": note})
     print(table)
-    print(NOTE)
+    print(note)
     print(json.dumps({"rows": rows}))
 
 

@@ -157,7 +157,7 @@ def test_config_is_unbatched_with_dynamic_dims_and_the_checkpoint_is_beside_it(e
         assert (entry / "checkpoint.safetensors").read_bytes() == (root / f"{name}.safetensors").read_bytes()
 
 
-def test_a_detector_that_finds_nothing_and_the_python_backend_variant_are_refused(exported, tmp_path):
+def test_a_detector_that_finds_nothing_is_refused_and_its_python_backend_variant_stays_unbatched(exported, tmp_path):
     from tests.detect_repo import settle_batchnorm
     from weakseg.export.python_backend import write_python_backend_entry
     from weakseg.models.detector import DetectorConfig, build_detector, save_detector
@@ -171,5 +171,7 @@ def test_a_detector_that_finds_nothing_and_the_python_backend_variant_are_refuse
     with pytest.raises(ExportError, match="finds nothing in any of 4 synthetic 64x64 images.*--trace-image"):
         export_model(tmp_path / "blind.safetensors", tmp_path / "repo", "blind", ExportOptions(input_size=SIZE))
     assert not (tmp_path / "repo").exists()
-    with pytest.raises(ExportError, match="max_batch_size 0"):
-        write_python_backend_entry(repo / "det", tmp_path / "python_repo")
+    dest = write_python_backend_entry(repo / "det", tmp_path / "python_repo")
+    cfg = text_format.Parse((dest / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    assert cfg.backend == "python" and cfg.max_batch_size == 0 and not cfg.HasField("dynamic_batching")
+    assert (dest / "1" / "model.onnx").read_bytes() == (repo / "det" / "1" / "model.onnx").read_bytes()

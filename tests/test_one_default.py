@@ -61,7 +61,8 @@ def test_cli_wood_defaults_are_the_library_defaults() -> None:
 
 
 def _bench_args() -> argparse.Namespace:
-    return argparse.Namespace(epochs=3, lr=1e-4, batch_size=16, ood_batch_size=8, crop=128, wood=[])
+    return argparse.Namespace(epochs=3, lr=1e-4, batch_size=16, ood_batch_size=8, crop=128, wood=[],
+                              head_lr_mult=1.0)
 
 
 @pytest.mark.parametrize("variant", ["code", "text"])
