@@ -4,15 +4,16 @@ each with the label cost it took (dissertation Table 2.1) and the sentence "X% o
     python benchmarks/segmenter_ratio.py --data BENCH/VOC2012 --out OUT \
         [--pseudo-root PSEUDO]            # every subfolder with a manifest.json, e.g. cam_crf advcam_crf rib_crf
         [--labels NAME=FOLDER ...]        # or name pseudo-label folders one by one
-        [--epochs 30] [--arch lraspp_mobilenet_v3_large] [--device auto] [--ood-reviewed NAME=N ...]
+        [--epochs 30] [--arch lraspp_mobilenet_v3_large] [--pretrained efficientnet-lite0 --head-lr-mult 10]
+        [--split train] [--device auto] [--ood-reviewed NAME=N ...]
 
 Resumable: each segmenter trains in OUT/runs/<name> (the shared engine resumes an interrupted run) and each
 evaluation is cached in OUT/results/<name>.json against its checkpoint's checksum and settings, so re-running
 only does what is missing. The table goes to OUT/segmenter_ratio.md and OUT/segmenter_ratio.json.
 
-The figure is the synthetic benchmark's with networks trained from scratch: its own figure, NOT a
-reproduction of the dissertation's 89% / 96% (IRN-refined masks and an ImageNet-pretrained
-DeepLab-v2-ResNet-101 on PASCAL VOC 2012).
+The figure is the synthetic benchmark's (segmenters from scratch, or from --pretrained ImageNet weights with
+--arch lraspp_efficientnet_lite0): its own figure, NOT a reproduction of the dissertation's 89% / 96%
+(IRN-refined masks and an ImageNet-pretrained DeepLab-v2-ResNet-101 on PASCAL VOC 2012).
 """
 
 from __future__ import annotations
