@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -330,3 +331,60 @@ def test_instance_index_by_hand():
     expected[3, 4:8] = 255  # box 1's band (over box 0's mask too: the label ignores it)
     assert label[3, 6] == 255 and label[4, 4] == 255 and label[2, 2] == 1
     assert np.array_equal(index, expected)
+
+
+def test_box_noise_moves_every_side_by_its_share_and_stays_in_the_image():
+    """benchmarks/bbam_ablation.noisy_boxes by hand: +10 % grows each side by a tenth of the box's side, -60 %
+    would cross the sides over (kept 1 px wide at the centre), and the image border clips."""
+    from benchmarks.bbam_ablation import noisy_boxes
+    from weakseg.data.box_labels import ImageBoxes
+
+    boxes = np.array([[10, 10, 30, 20], [0, 40, 20, 48]], dtype=np.float32)
+    targets = ImageBoxes(
+        source=__file__, height=48, width=64, boxes=boxes, names=("a", "b"), class_ids=np.array([1, 2]),
+        detector_ids=np.array([1, 2]), ignored=np.zeros((0, 4), np.float32), ignored_names=(),
+    )  # fmt: skip
+    assert noisy_boxes(targets, 0.0) is targets
+    np.testing.assert_allclose(noisy_boxes(targets, 0.1).boxes, [[8, 9, 32, 21], [0, 39.2, 22, 48]])
+    np.testing.assert_allclose(noisy_boxes(targets, -0.6).boxes, [[19.5, 14.5, 20.5, 15.5], [9.5, 43.5, 10.5, 44.5]])
+
+
+def test_bbam_ablation_rows_agree_and_a_rerun_computes_nothing(box_synth, detector, tmp_path, monkeypatch, capsys):
+    """benchmarks/bbam_ablation.py end to end on the tiny detector: Table 5.5's default row and Fig. 5.7(a)'s
+    exact-box BBAM row are the same setting and score the same; the noisy maps were computed from the moved boxes;
+    a second run reads everything back (BBAM.run would fail) and writes the same tables."""
+    import benchmarks.bbam_ablation as ablation
+    from weakseg.attribution.bbam import BBAM
+    from weakseg.data.box_labels import image_boxes
+    from weakseg.models.detector import load_detector
+
+    out = tmp_path / "ablation"
+    argv = ["bbam_ablation.py", "--data", str(box_synth), "--detector", str(detector), "--out", str(out),
+            "--images", "2", "--iterations", "2", "--parts", "t55", "fig57a", "--noise", "0", "0.1",
+            "--threads", "1", "--device", "cpu"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    ablation.main()
+    first = json.loads((out / "bbam_ablation.json").read_text())
+    t55, fig = first["tables"]["t55"], first["tables"]["fig57a"]
+    assert len(t55) == len(ablation.T55_ROWS) and [r["label"] for r in fig] == [
+        "BBAM +0%", "filled box +0%", "BBAM +10%", "filled box +10%"
+    ]  # fmt: skip
+    for r in t55 + fig:
+        assert all(0.0 <= r[c] <= 1.0 for c in ablation.COLUMNS), r
+    assert {c: t55[-1][c] for c in ablation.COLUMNS} == {c: fig[0][c] for c in ablation.COLUMNS}
+    _, config = load_detector(detector)
+    ids = first["ids"]
+    (noisy,) = [d for d in (out / "maps").iterdir() if "noise+0.10" in d.name]
+    for image_id in ids:
+        true = image_boxes(ablation.VOCDataset(box_synth, "train"), image_id, list(config.classes))
+        saved = np.load(noisy / f"{image_id}.npz")["boxes"]
+        np.testing.assert_allclose(saved, ablation.noisy_boxes(true, 0.1).boxes)
+    capsys.readouterr()
+
+    def no_compute(*args, **kwargs):
+        raise AssertionError("BBAM ran again on a cached setting")
+
+    monkeypatch.setattr(BBAM, "run", no_compute)
+    ablation.main()
+    assert json.loads((out / "bbam_ablation.json").read_text())["tables"] == first["tables"]
+    assert "BBAM +10%" in capsys.readouterr().out
