@@ -356,6 +356,7 @@ def test_bbam_ablation_rows_agree_and_a_rerun_computes_nothing(box_synth, detect
     import benchmarks.bbam_ablation as ablation
     from weakseg.attribution.bbam import BBAM
     from weakseg.data.box_labels import image_boxes
+    from weakseg.data.voc import VOCDataset
     from weakseg.models.detector import load_detector
 
     out = tmp_path / "ablation"
@@ -373,10 +374,10 @@ def test_bbam_ablation_rows_agree_and_a_rerun_computes_nothing(box_synth, detect
         assert all(0.0 <= r[c] <= 1.0 for c in ablation.COLUMNS), r
     assert {c: t55[-1][c] for c in ablation.COLUMNS} == {c: fig[0][c] for c in ablation.COLUMNS}
     _, config = load_detector(detector)
-    ids = first["ids"]
+    dataset = VOCDataset(box_synth, "train")
     (noisy,) = [d for d in (out / "maps").iterdir() if "noise+0.10" in d.name]
-    for image_id in ids:
-        true = image_boxes(ablation.VOCDataset(box_synth, "train"), image_id, list(config.classes))
+    for image_id in first["ids"]:
+        true = image_boxes(dataset, image_id, list(config.classes))
         saved = np.load(noisy / f"{image_id}.npz")["boxes"]
         np.testing.assert_allclose(saved, ablation.noisy_boxes(true, 0.1).boxes)
     capsys.readouterr()
