@@ -516,3 +516,54 @@ def test_bad_label_folders_are_one_line_exit_2(inst_synth, tmp_path, capsys):
     assert main(_train_args(inst_synth, original, tmp_path / "r3")) == 2
     line = _error_line(capsys)
     assert f"{image_id}.json: instance 0: unknown class 'zebra'" in line
+
+
+@pytest.mark.slow
+def test_box_table_trains_every_row_scores_it_and_a_rerun_recomputes_nothing(inst_synth, tmp_path, monkeypatch, capsys):
+    """benchmarks/box_table.py --train end to end on tiny Mask R-CNNs: the pseudo half scores the true masks (as a
+    pseudo folder) 1.0 and filled boxes lower; every row gets a trained Mask R-CNN scored on val, weak/full is the
+    row's metric over the `full` row's, the label cost is boxes over full masks; a second run trains and scores
+    nothing (the evaluators would fail) and writes the same table."""
+    import sys
+
+    import benchmarks.box_table as box_table
+    from weakseg.label_cost import SECONDS_PER_IMAGE
+
+    exact = write_pseudo_folder(inst_synth, tmp_path / "exact")
+    boxes = write_pseudo_folder(inst_synth, tmp_path / "boxes", filled_boxes=True)
+    out = tmp_path / "table.json"
+    argv = ["box_table.py", "--data", str(inst_synth), "--pseudo", f"exact={exact}", f"box={boxes}", "--train",
+            "--runs", str(tmp_path / "runs"), "--out", str(out), "--epochs", "1", "--warmup-steps", "2",
+            "--threads", "1", "--device", "cpu", "--quiet", *SMALL]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    box_table.main()
+    first = json.loads(out.read_text())["table"]
+    rows = first["rows"]
+    assert set(rows) == {"full", "exact", "box"} and first["train_images"] == 8
+    for key in box_table.METRICS:
+        assert rows["exact"]["pseudo"][key] == pytest.approx(1.0), key
+    assert rows["box"]["pseudo"]["abo"] < 1.0
+    box_cost = SECONDS_PER_IMAGE["box"] / SECONDS_PER_IMAGE["full"]
+    assert rows["full"]["label_cost_ratio"] == pytest.approx(1.0)
+    for name in ("exact", "box"):
+        assert rows[name]["label_cost_ratio"] == pytest.approx(box_cost)
+    full = rows["full"]["mask_rcnn"]
+    assert full["images"] == 4 and (tmp_path / "runs" / "full" / "model.safetensors").is_file()
+    for name, row in rows.items():
+        trained = row["mask_rcnn"]
+        assert all(0.0 <= trained[k] <= 1.0 for k in box_table.METRICS), name
+        for k in box_table.METRICS:
+            expected = trained[k] / full[k] if full[k] else None
+            assert row["weak_over_full"][k] == (pytest.approx(expected) if expected is not None else None), (name, k)
+    assert [line.split(" | ")[0] for line in first["markdown"].splitlines()[2:]] == ["| full", "| exact", "| box"]
+    capsys.readouterr()
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("scored again though nothing changed")
+
+    monkeypatch.setattr(box_table, "evaluate_instances", no_scoring)
+    monkeypatch.setattr(box_table, "evaluate_label_folder", no_scoring)
+    box_table.main()
+    assert json.loads(out.read_text())["table"] == first
+    for name in rows:
+        assert json.loads((tmp_path / "runs" / name / "run.json").read_text())["train"]["epochs"] == 1
