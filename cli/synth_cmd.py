@@ -89,6 +89,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="class evidence in the body: 0 = body identical for all classes, 1 = as distinctive as the part",
     )
     g.add_argument(
+        "--camouflage",
+        type=float,
+        default=d.camouflage,
+        help="blend each body towards a fresh draw of its image's background texture (0 = off, 1 = the body has "
+        "the background's colours), so that colour no longer separates object from background",
+    )
+    g.add_argument(
         "--context-prob",
         type=float,
         default=d.context_prob,
@@ -156,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
         max_classes=args.max_classes,
         part_fraction=(float(args.part_fraction[0]), float(args.part_fraction[1])),
         body_strength=args.body_strength,
+        camouflage=args.camouflage,
         context_prob=args.context_prob,
         class_context_prob=tuple(args.class_context_prob or ()),
         neutral_prob=args.neutral_prob,

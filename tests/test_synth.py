@@ -266,8 +266,8 @@ def _erode(m: np.ndarray, r: int) -> np.ndarray:
     return out
 
 
-def _part_body_features(strength: float, n: int = 120):
-    cfg = SynthConfig(body_strength=strength)
+def _part_body_features(strength: float, n: int = 120, camouflage: float = 0.0):
+    cfg = SynthConfig(body_strength=strength, camouflage=camouflage)
     part_f, body_f, labels = [], [], []
     for i in range(n):
         s = render_sample_detailed(cfg, np.random.default_rng([11, 0, i]))
@@ -303,6 +303,51 @@ def test_part_is_more_distinctive_than_body() -> None:
     assert part_acc > body_acc + 0.3, "the part must be far more distinctive than the body"
     _, body0, y0 = _part_body_features(0.0)
     assert _nearest_centroid_accuracy(body0, y0) < chance + 0.1, "body_strength 0: body carries no class colour"
+
+
+def _body_background_gaps(camouflage: float, n: int = 40) -> list[float]:
+    """Per instance: distance between the mean colour of its body (away from part and boundary) and of the
+    background ring just outside it."""
+    cfg = SynthConfig(camouflage=camouflage)
+    gaps = []
+    for i in range(n):
+        s = render_sample_detailed(cfg, np.random.default_rng([12, 0, i]))
+        img = s.image.astype(np.float32)
+        objects = s.instance_mask > 0
+        ring = _dilate(objects, 6) & ~_dilate(objects, 2)
+        for o in s.objects:
+            inst = s.instance_mask == o["instance"]
+            body = _erode(inst, 2) & _erode(s.part_mask != o["instance"], 2)
+            near = ring & _dilate(inst, 6)
+            if body.sum() < 30 or near.sum() < 30:
+                continue
+            gaps.append(float(np.linalg.norm(img[body].mean(0) - img[near].mean(0))))
+    return gaps
+
+
+def _dilate(m: np.ndarray, r: int) -> np.ndarray:
+    return ~_erode(~m, r)
+
+
+def test_camouflage_takes_the_background_colour_not_the_ground_truth() -> None:
+    """--camouflage moves each body's colour to its background's; masks, boxes and parts stay as they were."""
+    plain, camo = _body_background_gaps(0.0), _body_background_gaps(0.7)
+    assert len(plain) > 30 and len(camo) > 30
+    assert np.median(camo) < 0.5 * np.median(plain), (np.median(camo), np.median(plain))
+    for i in range(5):
+        a = render_sample_detailed(SynthConfig(), np.random.default_rng([13, 0, i]))
+        b = render_sample_detailed(SynthConfig(camouflage=1.0), np.random.default_rng([13, 0, i]))
+        assert np.array_equal(a.instance_mask, b.instance_mask) and np.array_equal(a.part_mask, b.part_mask)
+        assert a.objects == b.objects and a.context == b.context
+        assert not np.array_equal(a.image, b.image)
+    part_f, _, y = _part_body_features(0.3, camouflage=0.7)
+    assert _nearest_centroid_accuracy(part_f, y) > 0.9, "the part still names the class"
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5])
+def test_camouflage_is_validated(value: float) -> None:
+    with pytest.raises(WeaksegError, match="--camouflage"):
+        SynthConfig(camouflage=value).validate()
 
 
 def test_contexts_render_and_differ() -> None:

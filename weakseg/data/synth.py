@@ -146,6 +146,7 @@ class SynthConfig:
     max_classes: int = 3
     part_fraction: tuple[float, float] = (0.15, 0.22)
     body_strength: float = 0.3
+    camouflage: float = 0.0  # body blended towards a fresh draw of the image's own background texture
     context_prob: float = 0.8
     class_context_prob: tuple[float, ...] = ()  # per class (in class order); empty: context_prob for every class
     neutral_prob: float = 0.5
@@ -183,6 +184,7 @@ class SynthConfig:
             bad("--part-fraction LO HI needs 0.02 <= LO <= HI <= 0.3 and HI - LO >= 0.02")
         for name in (
             "body_strength",
+            "camouflage",
             "context_prob",
             "neutral_prob",
             "min_visible",
@@ -410,8 +412,15 @@ def _choose_context(cfg: SynthConfig, rng: np.random.Generator, present: list[in
     return others[int(rng.integers(len(others)))], False
 
 
-def _paint_instance(cfg: SynthConfig, rng: np.random.Generator, img: np.ndarray, inst: _Instance) -> None:
-    """Draw body texture and part pattern of one instance over `img` (later instances occlude)."""
+def _paint_instance(
+    cfg: SynthConfig, rng: np.random.Generator, img: np.ndarray, inst: _Instance, context: str
+) -> None:
+    """Draw body texture and part pattern of one instance over `img` (later instances occlude).
+
+    With `cfg.camouflage` c > 0 the body is (1 - c) x its own texture + c x an independent draw of the image's
+    `context` texture: at c = 1 the body has the background's colours and structure (not its pixels), so only the
+    part, the silhouette's texture seam and the lighting set the object apart. c = 0 draws nothing extra, so
+    benchmarks made without the knob stay byte-identical."""
     design = CLASS_DESIGNS[inst.cls]
     n = inst.mask.shape[0]
     s = cfg.body_strength
@@ -422,13 +431,16 @@ def _paint_instance(cfg: SynthConfig, rng: np.random.Generator, img: np.ndarray,
     canvas = draw.body_texture(
         rng, n, n, np.clip(colour, 20, 235).astype(np.float32), cell, rng.uniform(0, 2 * math.pi), 0.25
     )
+    sl_img, sl_loc = _paste_slices(inst, *img.shape[:2])
+    if cfg.camouflage > 0:  # drawn at the image's size, so the texture has the background's scale
+        background = draw.draw_context(context, rng, *img.shape[:2])[sl_img]
+        canvas[sl_loc] = (1.0 - cfg.camouflage) * canvas[sl_loc] + cfg.camouflage * background
     py, px = inst.part_centre
     dy, dx = np.nonzero(inst.part)
     angle = math.radians(design.pattern_angle + rng.uniform(-12, 12))
     t = draw.part_pattern(design.pattern, dy - py, dx - px, inst.part_radius, angle)
     c0, c1 = (np.asarray(c, np.float32) for c in design.colours)
     canvas[dy, dx] = c0 + t[:, None] * (c1 - c0)
-    sl_img, sl_loc = _paste_slices(inst, *img.shape[:2])
     m = inst.mask[sl_loc]
     img[sl_img][m] = canvas[sl_loc][m]
 
@@ -460,7 +472,7 @@ def render_sample_detailed(
     context, matched = _choose_context(cfg, rng, present)
     img = draw.draw_context(context, rng, h, w)
     for inst in insts:
-        _paint_instance(cfg, rng, img, inst)
+        _paint_instance(cfg, rng, img, inst, context)
     image = _photometric(cfg, rng, img)
 
     inst_map = np.zeros((h, w), np.uint8)
