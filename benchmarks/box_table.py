@@ -5,7 +5,8 @@ masks 239.7 s).
 
     python benchmarks/box_table.py --data BENCH/VOC2012 \
         [--pseudo box=P/box grabcut=P/grabcut bbam-box=P/bbam_box bbam-cls=P/bbam_cls bbam=P/bbam]  \
-        [--train] [--epochs 12] [--arch mobilenet_v3] [--device auto] [--out benchmarks/results/box_table.json]
+        [--train] [--epochs 12] [--arch mobilenet_v3] [--device auto] [--out benchmarks/results/box_table.json] \
+        [--figure docs/images/box_masks.png --figure-images 6]
 
 The pseudo-label folders are `weakseg pseudo --method box|grabcut|bbam ...` outputs (instances/<id>.png + .json);
 each is scored on the images of --train-split it labels (`weakseg eval instance --labels`: every pseudo instance a
@@ -16,6 +17,9 @@ segm COCOeval, params.iouThrs = [0.25, 0.50, ..., 0.95] as exact literals), ABO 
 a same-class prediction scored >= 0.5, averaged). weak/full: a row's Mask R-CNN metric over the `full` row's; label
 cost: box seconds over full-mask seconds on the same images (weakseg.label_cost).
 
+--figure writes a PNG: per image of --train-split (the first --figure-images), the image, its true instances and each
+folder's instances drawn over it (one colour per instance, cream = ignored).
+
 Resumable: each Mask R-CNN trains in --runs/<name> (the shared engine resumes an interrupted run; a finished one is
 only reloaded) and every score is kept in --out with what it was computed from (the folder's manifest checksum and
 file count, the checkpoint's checksum, the split and limits); a re-run recomputes only what changed.
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import sys
 import time
@@ -35,17 +40,20 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from training.instance import InstanceJob, train_instance  # noqa: E402
 from weakseg.data.instances import GT, INSTANCES_DIR, check_label_folder, open_instance_split  # noqa: E402
+from weakseg.data.voc import VOCDataset  # noqa: E402
 from weakseg.device import resolve_device, set_threads  # noqa: E402
 from weakseg.engine import TrainConfig  # noqa: E402
-from weakseg.io import atomic_write_json  # noqa: E402
+from weakseg.io import atomic_write_bytes, atomic_write_json, read_label_png  # noqa: E402
 from weakseg.label_cost import SECONDS_PER_IMAGE, cost_fraction  # noqa: E402
 from weakseg.models.checkpoint import file_sha256  # noqa: E402
 from weakseg.models.detector import ARCHS, DEFAULT_ARCH  # noqa: E402
 from weakseg.models.instance import load_instance_model  # noqa: E402
 from weakseg.models.instance_eval import evaluate_instances, evaluate_label_folder  # noqa: E402
+from weakseg.report.overlay import mask_overlay, tile  # noqa: E402
 
 FULL = "full"
 METRICS = ("ap25", "ap50", "ap70", "ap75", "coco_ap", "abo")
@@ -185,6 +193,25 @@ def markdown(rows: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def write_figure(path: Path, data: Path, split: str, sets: dict[str, Path], images: int) -> Path:
+    """A PNG grid: per image of `split` (the first `images`), the image, its true instances and each set's."""
+    dataset = VOCDataset(data, split)
+    rows = []
+    for image_id in dataset.ids[:images]:
+        image = dataset.image(image_id)
+        truth = dataset.instance_mask(image_id)
+        if truth is None:
+            raise SystemExit(f"{dataset.instance_mask_path(image_id)}: missing (the figure shows true instances)")
+        masks = [read_label_png(folder / INSTANCES_DIR / f"{image_id}.png") for folder in sets.values()]
+        rows.append([image, *(mask_overlay(image, m, alpha=0.6) for m in (truth, *masks))])
+    png = tile(rows, captions=["image", "true instances", *sets])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    Image.fromarray(png).save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
 def main() -> None:
     """Score every folder, train and score Mask R-CNN (--train), write the JSON and print the table."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -212,6 +239,8 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--figure", type=Path, default=None, help="also write a PNG of the pseudo instances (--figure-images)")
+    p.add_argument("--figure-images", type=int, default=6, help="images of --train-split in the figure")
     args = p.parse_args()
 
     set_threads(args.threads)
@@ -219,7 +248,10 @@ def main() -> None:
     sets = label_sets(args.pseudo)
     if not sets and not args.train:
         raise SystemExit("nothing to do: give --pseudo folders and/or --train")
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("quiet",)}
+    if args.figure is not None:
+        print(f"figure: {write_figure(args.figure, args.data, args.train_split, sets, args.figure_images)}")
+    skip = ("quiet", "figure", "figure_images")
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in skip}
     state: dict[str, Any] = {"rows": {}}
     if args.out.is_file():
         state = json.loads(args.out.read_text())

@@ -567,3 +567,36 @@ def test_box_table_trains_every_row_scores_it_and_a_rerun_recomputes_nothing(ins
     assert json.loads(out.read_text())["table"] == first
     for name in rows:
         assert json.loads((tmp_path / "runs" / name / "run.json").read_text())["train"]["epochs"] == 1
+
+
+def test_box_table_figure_shows_each_folders_instances(inst_synth, tmp_path, monkeypatch):
+    """--figure writes one row per image (image, true instances, each folder's instances over the image), each cell
+    the folder's own PNG drawn over its image, without training anything."""
+    import sys
+
+    import benchmarks.box_table as box_table
+    from weakseg.report.overlay import mask_overlay
+
+    exact = write_pseudo_folder(inst_synth, tmp_path / "exact")
+    boxes = write_pseudo_folder(inst_synth, tmp_path / "boxes", filled_boxes=True)
+    figure = tmp_path / "fig" / "masks.png"
+    argv = ["box_table.py", "--data", str(inst_synth), "--pseudo", f"exact={exact}", f"box={boxes}",
+            "--out", str(tmp_path / "table.json"), "--figure", str(figure), "--figure-images", "3", "--quiet"]
+    monkeypatch.setattr(sys, "argv", argv)
+    box_table.main()
+    png = np.asarray(Image.open(figure).convert("RGB"))
+    dataset = VOCDataset(inst_synth, "train")
+    h, w = dataset.image(dataset.ids[0]).shape[:2]
+    pad, rows = 4, 3
+    assert png.shape[1] == pad + 4 * (w + pad)
+    top = png.shape[0] - rows * (h + pad)  # below the column captions
+    for i, image_id in enumerate(dataset.ids[:rows]):
+        image = dataset.image(image_id)
+        y = top + i * (h + pad)
+        cells = [png[y : y + h, pad + j * (w + pad) : pad + j * (w + pad) + w] for j in range(4)]
+        assert np.array_equal(cells[0], image)
+        assert np.array_equal(cells[1], mask_overlay(image, dataset.instance_mask(image_id), alpha=0.6))
+        for j, folder in ((2, exact), (3, boxes)):
+            own = np.asarray(Image.open(folder / "instances" / f"{image_id}.png"))
+            assert np.array_equal(cells[j], mask_overlay(image, own, alpha=0.6)), (image_id, folder.name)
+        assert not np.array_equal(cells[2], cells[3])

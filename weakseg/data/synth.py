@@ -412,9 +412,7 @@ def _choose_context(cfg: SynthConfig, rng: np.random.Generator, present: list[in
     return others[int(rng.integers(len(others)))], False
 
 
-def _paint_instance(
-    cfg: SynthConfig, rng: np.random.Generator, img: np.ndarray, inst: _Instance, context: str
-) -> None:
+def _paint_instance(cfg: SynthConfig, rng: np.random.Generator, img: np.ndarray, inst: _Instance, context: str) -> None:
     """Draw body texture and part pattern of one instance over `img` (later instances occlude).
 
     With `cfg.camouflage` c > 0 the body is (1 - c) x its own texture + c x an independent draw of the image's
