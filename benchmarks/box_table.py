@@ -135,7 +135,11 @@ def train_and_score(
     )
     started = time.time()
     fit = train_instance(job, device, progress=not args.quiet)
-    trained = {"train_seconds": round(fit.seconds, 1), "resumed_from_epoch": fit.resumed_from_epoch}
+    history = json.loads((run / "run.json").read_text()).get("history", [])  # every epoch, across resumes
+    trained = {
+        "train_seconds": round(sum(epoch.get("seconds", 0.0) for epoch in history), 1),
+        "resumed_from_epoch": fit.resumed_from_epoch,
+    }
     key = {"checkpoint_sha256": file_sha256(run), "split": args.val_split, "limit": args.eval_limit}
     hit = cached(state["rows"], name, "mask_rcnn", key)
     if hit is not None:

@@ -552,6 +552,9 @@ def test_box_table_trains_every_row_scores_it_and_a_rerun_recomputes_nothing(ins
     for name, row in rows.items():
         trained = row["mask_rcnn"]
         assert all(0.0 <= trained[k] <= 1.0 for k in box_table.METRICS), name
+        history = json.loads((tmp_path / "runs" / name / "run.json").read_text())["history"]
+        assert trained["train_seconds"] > 0, name
+        assert trained["train_seconds"] == pytest.approx(sum(e["seconds"] for e in history), abs=0.1), name
         for k in box_table.METRICS:
             expected = trained[k] / full[k] if full[k] else None
             assert row["weak_over_full"][k] == (pytest.approx(expected) if expected is not None else None), (name, k)
