@@ -19,6 +19,9 @@ problems weakly supervised segmentation has to solve.
    water around a boat), and it matches the context-only OoD images, which are full-frame context
    ("rails without a train"), exactly the hard negatives W-OoD mines.
 
+An optional third knob, `camouflage`, blends each body towards a fresh draw of its image's background texture, so
+that colour stops separating object from background (the case a colour CRF cannot handle); it changes pixels only.
+
 Ground truth follows VOC: SegmentationClass (0 background, 1..C classes, 255 void), SegmentationObject
 (1..N instance index in drawing order), a void band of `void_width` pixels on each side of every
 instance boundary, XML boxes tight around the VISIBLE pixels (1-based inclusive). Later instances
